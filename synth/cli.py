@@ -14,6 +14,11 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _root() -> None:
+    """Turn single-turn image data into multi-turn dialogues (ChatUMM stages a, b, c)."""
+
+
 @app.command()
 def validate(
     directory: Path = typer.Argument(..., help="a shard directory written by synth"),
