@@ -84,7 +84,9 @@ class SerializedDialogue:
     text_index_N: torch.Tensor
     ce_index_C: torch.Tensor
     ce_labels_C: torch.Tensor
-    vit_patches_PD: torch.Tensor
+    vit_patches: list[torch.Tensor]
+    """One [P_i, D] per ViT image (``pack`` concatenates them once)."""
+    vit_patch_dim: int
     vit_position_ids_P: torch.Tensor
     vit_seqlens_V: torch.Tensor
     vit_index_P: torch.Tensor
@@ -166,9 +168,11 @@ def materialize(
     decoded: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def pixels(index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(VAE image [3, H, W], ViT patches [P, D]), decoded once per image."""
         if index not in decoded:
             image = decode_rgb(plan.sample.images[index].data)
-            decoded[index] = (transforms.vae(image), transforms.vit(image))
+            vit = patchify(transforms.vit.resize(image), transforms.vit.cfg.stride)
+            decoded[index] = (transforms.vae(image), vit)
         return decoded[index]
 
     rope = 0
@@ -198,13 +202,10 @@ def materialize(
         position[b.start : b.stop] = [rope] * (b.stop - b.start)
         segment[b.start : b.stop] = [n_segments] * (b.stop - b.start)
         n_segments += 1
-        vae_CHW, vit_CHW = pixels(b.image)
+        vae_CHW, vit_PD = pixels(b.image)
         if b.kind == "vit":
-            assert vit_CHW.shape[1:] == (
-                rows * transforms.vit.cfg.stride,
-                cols * transforms.vit.cfg.stride,
-            )
-            vit_patches.append(patchify(vit_CHW, transforms.vit.cfg.stride))
+            assert vit_PD.shape[0] == rows * cols, (vit_PD.shape, b.grid)
+            vit_patches.append(vit_PD)
             vit_pos.append(grid_position_ids(rows, cols, transforms.max_patches_per_side))
             vit_seqlens.append(rows * cols)
             vit_index.extend(inner)
@@ -225,7 +226,6 @@ def materialize(
             timesteps.append(float("-inf"))
             rope += 1
 
-    patch_dim = transforms.vit.cfg.stride**2 * 3
     return SerializedDialogue(
         sample_id=plan.sample.sample_id,
         task=plan.sample.task,
@@ -238,7 +238,8 @@ def materialize(
         text_index_N=torch.tensor(text_index, dtype=torch.long),
         ce_index_C=torch.tensor(ce_index, dtype=torch.long),
         ce_labels_C=torch.tensor(ce_labels, dtype=torch.long),
-        vit_patches_PD=torch.cat(vit_patches) if vit_patches else torch.empty(0, patch_dim),
+        vit_patches=vit_patches,
+        vit_patch_dim=transforms.vit.cfg.stride**2 * 3,
         vit_position_ids_P=_cat_long(vit_pos),
         vit_seqlens_V=torch.tensor(vit_seqlens, dtype=torch.int32),
         vit_index_P=torch.tensor(vit_index, dtype=torch.long),

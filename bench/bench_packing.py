@@ -1,0 +1,143 @@
+"""Packing throughput, packing efficiency and peak RSS of the data pipeline on CPU.
+
+Writes a shard directory of synthetic dialogues (every task of the taxonomy plus understanding
+Q&A and chat, drawn uniformly, built through the real contract and ShardWriter), then streams it
+through ``PackedLoader`` in-process (one reader = one worker) and reports:
+
+    dialogues/s, packed (real) tokens/s, packs/s, packing efficiency, peak RSS
+
+Images are stored at real sizes (a mix of common text-to-image resolutions) but as smooth
+gradients, so shards stay small: their token counts and every transform are those of real data;
+PNG decoding of a photo costs more than of a gradient (see the report's caveat).
+
+    python -m bench.bench_packing --dialogues 2000                  # full pipeline, paper sizes
+    python -m bench.bench_packing --dialogues 100000 --plan-only    # efficiency at 100k
+    python -m bench.bench_packing --config tiny --dialogues 100000  # RSS while streaming 100k
+
+``--plan-only`` runs the loader's reading, validation, planning and buffer packing without
+decoding pixels: the packing efficiency at the paper's sizes on the length distribution.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import random
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from data_builders import ALL_TASKS, sample  # noqa: E402  (the tests' contract builders)
+
+from synth.shards import ShardConfig, ShardWriter  # noqa: E402
+from train.data import (  # noqa: E402
+    DataConfig,
+    PackedLoader,
+    default_tokenizer_path,
+    load_tokenizer,
+)
+from train.data.reader import ReaderStream  # noqa: E402
+from train.data.source import Source  # noqa: E402
+
+# (width, height) of common text-to-image / editing resolutions
+RESOLUTIONS = [
+    (1024, 1024),
+    (768, 1344),
+    (1344, 768),
+    (896, 1152),
+    (1152, 896),
+    (512, 512),
+    (640, 480),
+    (800, 600),
+]
+
+
+def gradient_png(rng: random.Random, size: tuple[int, int]) -> bytes:
+    w, h = size
+    x = np.linspace(0, 255, w, dtype=np.float32)[None, :, None]
+    y = np.linspace(0, 255, h, dtype=np.float32)[:, None, None]
+    c = np.array([rng.random(), rng.random(), rng.random()], dtype=np.float32)
+    img = ((x * c + y * (1 - c)) % 256).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(img, "RGB").save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def write_data(out: Path, n: int, seed: int) -> None:
+    rng = random.Random(seed)
+    pool = [gradient_png(rng, size) for size in RESOLUTIONS for _ in range(4)]
+    with ShardWriter(out, shard=ShardConfig(max_rows=2000, row_group_rows=32)) as writer:
+        for i in range(n):
+            s = sample(rng.choice(ALL_TASKS), seed * 1_000_000 + i)
+            images = tuple(img.model_copy(update={"data": rng.choice(pool)}) for img in s.images)
+            writer.add(s.model_copy(update={"images": images}))
+            writer.mark(i + 1)
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--dialogues", type=int, default=100_000)
+    ap.add_argument("--config", choices=["bagel", "tiny"], default="bagel")
+    ap.add_argument("--data", type=Path, default=None, help="shard dir (reused if present)")
+    ap.add_argument("--plan-only", action="store_true")
+    ap.add_argument("--buffer", type=int, default=None)
+    args = ap.parse_args()
+
+    data = args.data or Path(f"/tmp/chatumm-bench-{args.config}-{args.dialogues}")
+    if not data.exists():
+        t0 = time.perf_counter()
+        write_data(data, args.dialogues, seed=0)
+        print(f"wrote {args.dialogues} dialogues to {data} in {time.perf_counter() - t0:.0f}s")
+    cfg = DataConfig.bagel(epochs=1) if args.config == "bagel" else DataConfig.tiny(epochs=1)
+    if args.buffer:
+        cfg = cfg.model_copy(update={"buffer_size": args.buffer})
+    tok = load_tokenizer(default_tokenizer_path())
+    torch.set_num_threads(1)  # one loader worker = one core (DataLoader workers run so too)
+
+    t0 = time.perf_counter()
+    if args.plan_only:
+        stream = ReaderStream(Source.open(data), cfg, tok, None, reader=0, readers=1)
+        stream._emit = lambda chosen: [h.plan.num_tokens for h in chosen]  # type: ignore[method-assign]
+        lens = [sum(p) for p in stream]
+        stats = stream.stats
+        stats.packs, stats.dialogues = len(lens), stats.rows_read - stats.too_long
+        stats.real_tokens, stats.capacity_tokens = sum(lens), cfg.pack_tokens * len(lens)
+    else:
+        loader = PackedLoader(data, cfg, tok)
+        for _ in loader:
+            pass
+        stats = loader.stats
+    dt = time.perf_counter() - t0
+    print(
+        f"config={args.config} pack_tokens={cfg.pack_tokens} buffer={cfg.buffer_size} "
+        f"plan_only={args.plan_only}"
+    )
+    print(
+        f"dialogues {stats.dialogues} (too long {stats.too_long}, corrupt {stats.corrupt}) "
+        f"packs {stats.packs} in {dt:.1f}s"
+    )
+    print(
+        f"  {stats.dialogues / dt:,.0f} dialogues/s   {stats.real_tokens / dt:,.0f} packed tokens/s"
+        f"   {stats.packs / dt:.2f} packs/s"
+    )
+    print(
+        f"  packing efficiency {stats.packing_efficiency:.4f}   "
+        f"mean dialogue {stats.real_tokens / max(stats.dialogues, 1):,.0f} tokens"
+    )
+    print(f"  peak RSS {peak_rss_mib():,.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
