@@ -25,12 +25,15 @@ from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import os
 import random
 import resource
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -92,7 +95,7 @@ def write_data(out: Path, n: int, seed: int) -> None:
             writer.mark(i + 1)
 
 
-def plan_only(source: Source, cfg: DataConfig, tok: ChatTokenizer) -> LoaderStats:
+def plan_only(source: Source, cfg: DataConfig, tok: ChatTokenizer, limit: int) -> LoaderStats:
     """The loader's packing decisions from token counts alone: every row validated and planned
     (text tokenized, image headers read), pushed through the same ``PackBuffer``."""
     stats = LoaderStats()
@@ -104,17 +107,19 @@ def plan_only(source: Source, cfg: DataConfig, tok: ChatTokenizer) -> LoaderStat
         if chosen:
             packs.append(chosen)
 
-    for epoch in range(cfg.epochs or 1):
-        for f, g in (
-            source.row_groups[i] for i in epoch_order(len(source.row_groups), cfg.seed, epoch, True)
-        ):
-            for row in source.read_group(f, g):
-                stats.rows_read += 1
-                n = plan_dialogue(validate_row(row), tok, transforms).num_tokens
-                if n > cfg.max_dialogue_tokens:
-                    stats.too_long += 1
-                    continue
-                add(buffer.push(n))
+    def rows() -> Iterator[dict[str, Any]]:
+        for epoch in range(cfg.epochs or 1):
+            order = epoch_order(len(source.row_groups), cfg.seed, epoch, True)
+            for f, g in (source.row_groups[i] for i in order):
+                yield from source.read_group(f, g)
+
+    for row in itertools.islice(rows(), limit):
+        stats.rows_read += 1
+        n = plan_dialogue(validate_row(row), tok, transforms).num_tokens
+        if n > cfg.max_dialogue_tokens:
+            stats.too_long += 1
+            continue
+        add(buffer.push(n))
     for chosen in buffer.drain():
         add(chosen)
     stats.packs, stats.dialogues = len(packs), sum(len(p) for p in packs)
@@ -142,7 +147,8 @@ def main() -> None:
         t0 = time.perf_counter()
         write_data(data, unique, seed=0)
         print(f"wrote {unique} dialogues to {data} in {time.perf_counter() - t0:.0f}s")
-    epochs = -(-args.dialogues // unique)  # each epoch reshuffles row groups and rows
+    rows = Source.open(data).num_rows
+    epochs = -(-args.dialogues // rows)  # each epoch reshuffles row groups and rows
     preset = DataConfig.bagel if args.config == "bagel" else DataConfig.tiny
     cfg = preset(epochs=epochs)
     if args.buffer:
@@ -152,11 +158,12 @@ def main() -> None:
 
     t0, c0 = time.perf_counter(), time.process_time()
     if args.plan_only:
-        stats = plan_only(Source.open(data), cfg, tok)
+        stats = plan_only(Source.open(data), cfg, tok, args.dialogues)
     else:
         loader = PackedLoader(data, cfg, tok)
         for _ in loader:
-            pass
+            if loader.stats.dialogues >= args.dialogues:
+                break
         stats = loader.stats
     dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     print(
