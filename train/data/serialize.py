@@ -33,6 +33,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+from PIL import Image
 
 from synth.contract import DialogueSample
 from train.data.tokenizer import ChatTokenizer
@@ -165,15 +166,7 @@ def materialize(
     latent_pos: list[torch.Tensor] = []
     vae_index: list[int] = []
     timesteps: list[float] = []
-    decoded: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def pixels(index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(VAE image [3, H, W], ViT patches [P, D]), decoded once per image."""
-        if index not in decoded:
-            image = decode_rgb(plan.sample.images[index].data)
-            vit = patchify(transforms.vit.resize(image), transforms.vit.cfg.stride)
-            decoded[index] = (transforms.vae(image), vit)
-        return decoded[index]
+    pixels = _Pixels(plan.sample, transforms)
 
     rope = 0
     n_segments = 0
@@ -202,8 +195,8 @@ def materialize(
         position[b.start : b.stop] = [rope] * (b.stop - b.start)
         segment[b.start : b.stop] = [n_segments] * (b.stop - b.start)
         n_segments += 1
-        vae_CHW, vit_PD = pixels(b.image)
         if b.kind == "vit":
+            vit_PD = pixels.vit(b.image)
             assert vit_PD.shape[0] == rows * cols, (vit_PD.shape, b.grid)
             vit_patches.append(vit_PD)
             vit_pos.append(grid_position_ids(rows, cols, transforms.max_patches_per_side))
@@ -211,6 +204,7 @@ def materialize(
             vit_index.extend(inner)
             rope += 1
             continue
+        vae_CHW = pixels.vae(b.image)
         assert vae_CHW.shape[1:] == (
             rows * transforms.vae.cfg.stride,
             cols * transforms.vae.cfg.stride,
@@ -248,6 +242,35 @@ def materialize(
         vae_index_M=torch.tensor(vae_index, dtype=torch.long),
         timestep_logits_I=torch.tensor(timesteps, dtype=torch.float32),
     )
+
+
+class _Pixels:
+    """Each image decoded once, each transform applied only if a block needs it (a final
+    generated image needs no ViT tokens)."""
+
+    def __init__(self, sample: DialogueSample, transforms: Transforms):
+        self.sample, self.tf = sample, transforms
+        self._images: dict[int, Image.Image] = {}
+        self._vae: dict[int, torch.Tensor] = {}
+        self._vit: dict[int, torch.Tensor] = {}
+
+    def _image(self, index: int) -> Image.Image:
+        if index not in self._images:
+            self._images[index] = decode_rgb(self.sample.images[index].data)
+        return self._images[index]
+
+    def vae(self, index: int) -> torch.Tensor:
+        """[3, H, W] in [-1, 1]."""
+        if index not in self._vae:
+            self._vae[index] = self.tf.vae(self._image(index))
+        return self._vae[index]
+
+    def vit(self, index: int) -> torch.Tensor:
+        """[P, D] patches in [-1, 1]."""
+        if index not in self._vit:
+            pixels_HWC = self.tf.vit.resize(self._image(index))
+            self._vit[index] = patchify(pixels_HWC, self.tf.vit.cfg.stride)
+        return self._vit[index]
 
 
 def _cat_long(parts: list[torch.Tensor]) -> torch.Tensor:
