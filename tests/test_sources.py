@@ -85,6 +85,13 @@ def test_parquet_with_raw_bytes_streams_rows_and_rejects_bad_ones(tmp_path: Path
     assert zero.stage == "source" and zero.source == "t"
     assert json.loads(zero.payload) == {"caption": "nothing"}  # the non-image fields
 
+    spec = load_sources_file(tmp_path / "sources.yaml").sources[0]
+    resumed = list(iter_source_rows(spec, tmp_path, start=3))
+    assert [(type(i), i.source_row if isinstance(i, Reject) else i.row_id) for i in resumed] == [
+        (Reject, "3"),
+        (T2IRow, "4"),
+    ]
+
 
 def test_parquet_with_datasets_image_structs_and_magicbrush_columns(tmp_path: Path) -> None:
     import datasets
