@@ -45,6 +45,63 @@ def validate(
     raise typer.Exit(1 if broken else 0)
 
 
+@app.command()
+def stats(
+    directories: list[Path] = typer.Argument(..., help="one or more shard directories"),
+    plot: Path | None = typer.Option(None, "--plot", help="also write the charts as one PNG"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of tables"),
+) -> None:
+    """Counts per task, stage, depth, distractors and language; rejects; LLM usage."""
+    from synth.stats import compute_stats, dumps
+    from synth.stats_view import plot_stats, render_stats
+
+    try:
+        result = compute_stats(directories)
+        if plot is not None:
+            plot_stats(result, plot)
+    except (ValueError, FileNotFoundError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    if as_json:
+        typer.echo(dumps(result))
+    else:
+        render_stats(result)
+    if plot is not None:
+        typer.echo(f"wrote {plot}", err=as_json)
+
+
+@app.command()
+def inspect(
+    directory: Path = typer.Argument(..., help="a shard directory"),
+    limit: int = typer.Option(5, "--limit", "-n", min=1, help="show at most this many samples"),
+    task: str | None = typer.Option(None, "--task", help="only samples of this task"),
+    sample_id: str | None = typer.Option(None, "--id", help="only the sample with this id"),
+    provenance: bool = typer.Option(
+        False, "--provenance", "-p", help="show which LLM call wrote each text"
+    ),
+    raw: bool = typer.Option(False, "--raw", help="with --provenance: raw prompts and responses"),
+) -> None:
+    """Print dialogues readably: distractors dimmed, dependencies marked, images summarised."""
+    from synth.inspection import Selection, inspect_dir
+
+    try:
+        shown = inspect_dir(
+            directory,
+            Selection(task=task, sample_id=sample_id, limit=limit),
+            provenance=provenance,
+            raw=raw,
+        )
+    except FileNotFoundError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    if not shown:
+        wanted = " and ".join(
+            f for f in (task and f"task {task}", sample_id and f"id {sample_id}") if f
+        )
+        typer.echo(f"no sample matches {wanted or 'anything'} in {directory}", err=True)
+        raise typer.Exit(1)
+
+
 def main() -> None:
     app()
 
