@@ -102,6 +102,72 @@ def inspect(
         raise typer.Exit(1)
 
 
+@app.command()
+def push(
+    directories: list[Path] = typer.Argument(
+        ..., help="shard directories, e.g. the stage a, b, c outputs"
+    ),
+    repo_id: str = typer.Option(..., "--repo-id", help="<namespace>/<name> of the dataset repo"),
+    config_by: str = typer.Option(
+        "stage", "--config-by", help="one configuration per 'stage' or per 'task'"
+    ),
+    private: bool = typer.Option(False, "--private", help="create the repo private"),
+    revision: str | None = typer.Option(
+        None, "--revision", help="branch to push to (created if needed)"
+    ),
+    exist_ok: bool = typer.Option(
+        False, "--exist-ok", help="upload into an existing repo; finishes an interrupted push"
+    ),
+    with_rejects: bool = typer.Option(
+        False, "--with-rejects", help="also upload the rejects as a 'rejects' configuration"
+    ),
+    license: str | None = typer.Option(
+        None, "--license", help="Hub licence id; default: from the sources, else 'other'"
+    ),
+    files_per_commit: int = typer.Option(
+        50, "--files-per-commit", min=1, help="data files per commit"
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="write the card and the plan locally; send nothing"
+    ),
+    plan_dir: Path = typer.Option(
+        Path("push-plan"), "--plan-dir", help="where --dry-run writes README.md and plan.json"
+    ),
+) -> None:
+    """Upload shards to the Hugging Face Hub with a generated dataset card (token: HF_TOKEN)."""
+    from synth.hub import PushError
+    from synth.hub import push as push_plan
+    from synth.hub_plan import PushOptions, plan_push, write_plan
+
+    try:
+        options = PushOptions(
+            repo_id=repo_id,
+            config_by=config_by,  # type: ignore[arg-type]  # checked by PushOptions
+            private=private,
+            revision=revision,
+            exist_ok=exist_ok,
+            with_rejects=with_rejects,
+            license=license,
+            files_per_commit=files_per_commit,
+        )
+        plan = plan_push(list(directories), options)
+        if dry_run:
+            out = write_plan(plan, plan_dir)
+            configs = ", ".join(f"{c.name} ({c.rows})" for c in plan.configs)
+            typer.echo(f"dry run: {len(plan.files)} data file(s) in configs {configs}")
+            typer.echo(f"wrote {out / 'README.md'} and {out / 'plan.json'}; nothing was sent")
+            return
+        result = push_plan(plan, log=typer.echo)
+    except (ValueError, FileNotFoundError, PushError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(
+        f"pushed to {result.url} ({revision or 'main'}): {result.commits} commit(s), "
+        f"{len(result.uploaded)} file(s) uploaded, {len(result.skipped)} already there, "
+        f"{len(result.deleted)} stale deleted"
+    )
+
+
 def main() -> None:
     app()
 
