@@ -20,7 +20,7 @@ import hashlib
 import json
 import re
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -141,8 +141,10 @@ def plan_push(dirs: list[str | Path], options: PushOptions) -> PushPlan:
         raise ValueError(f"nothing to push: {', '.join(map(str, paths))} hold no samples")
     column = options.config_by  # the "stage" or "task" column of a sample row
     files: list[PlannedFile] = []
-    meta: dict[str, bytes] = {"meta/stats.json": dumps(stats).encode()}
-    for directory, tag in zip(paths, dir_tags(paths), strict=True):
+    tags = dir_tags(paths)
+    # the uploaded stats name directories by tag: local paths stay local
+    meta: dict[str, bytes] = {"meta/stats.json": dumps(replace(stats, dirs=tags)).encode()}
+    for directory, tag in zip(paths, tags, strict=True):
         for shard in sample_files(directory):
             counts = _column_counts(shard, column)
             mixed = len(counts) > 1

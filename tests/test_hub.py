@@ -13,7 +13,7 @@ import pytest
 from huggingface_hub import HfApi, constants
 from typer.testing import CliRunner
 
-from synth.card import parse_card
+from synth.card import parse_card, resolve_license
 from synth.cli import app
 from synth.shards import reject_files, sample_files
 from tests.fakes.dialogues import stage_a, stage_b, stage_c
@@ -160,7 +160,16 @@ def test_dry_run_writes_card_and_plan_and_sends_nothing(
 ) -> None:
     monkeypatch.delenv("HF_TOKEN")
     plan_dir = tmp_path / "plan"
-    code, out = run(*map(str, dirs), "--repo-id", REPO, "--dry-run", "--plan-dir", str(plan_dir))
+    code, out = run(
+        *map(str, dirs),
+        "--repo-id",
+        REPO,
+        "--dry-run",
+        "--plan-dir",
+        str(plan_dir),
+        "--license",
+        "cc-by-4.0",
+    )
     assert code == 0, out
     assert sum(hub.requests.values()) == 0
     plan = json.loads((plan_dir / "plan.json").read_text())
@@ -169,6 +178,16 @@ def test_dry_run_writes_card_and_plan_and_sends_nothing(
     assert {f["source"] for f in plan["files"]} == {str(s) for d in dirs for s in sample_files(d)}
     front, _ = parse_card((plan_dir / "README.md").read_text())
     assert front["dataset_info"][0]["splits"][0]["num_examples"] == 15
+    assert front["license"] == "cc-by-4.0"
+
+
+def test_license_comes_from_the_sources() -> None:
+    one = [{"sources": [{"name": "laion-pop", "license": "cc-by-4.0"}]}, {"sources": []}]
+    assert resolve_license(None, one, ["laion-pop"])[0] == "cc-by-4.0"
+    two = [{"sources": {"a": {"license": "mit"}, "b": {"licence": "cc-by-4.0"}}}]
+    license_id, note = resolve_license(None, two, ["a", "b"])
+    assert license_id == "other" and "`cc-by-4.0`" in note and "`mit`" in note
+    assert resolve_license("apache-2.0", two, ["a"])[0] == "apache-2.0"
 
 
 def test_no_token_is_a_clear_error(
