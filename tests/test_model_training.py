@@ -43,7 +43,7 @@ def test_reduce_losses_single_process_is_token_mean():
         mse_tokens=torch.tensor(0.0),
     )
     ce, mse = reduce_losses(terms)
-    assert float(ce) == 2.0 and float(mse) == 0.0  # no MSE tokens: 0, not NaN
+    assert ce.item() == 2.0 and mse.item() == 0.0  # no MSE tokens: 0, not NaN
     (ce + mse).backward()
     assert float(terms.ce_sum.grad) == pytest.approx(1 / 3)
 
