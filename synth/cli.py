@@ -45,6 +45,11 @@ def validate(
     raise typer.Exit(1 if broken else 0)
 
 
+from synth.stages.cli import run_app  # noqa: E402
+
+app.add_typer(run_app, name="run")
+
+
 def main() -> None:
     app()
 
