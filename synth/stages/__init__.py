@@ -27,7 +27,6 @@ def run(cfg: RunConfig) -> Manifest:
     if cfg.out is None:
         raise ValueError("--out is required: the directory the shards are written to")
     config: dict[str, Any] = {"run": cfg.public(), "identity": cfg.identity()}
-    stage: Any
     if cfg.stage == "a":
         if cfg.sources is None:
             raise ValueError("stage a reads --sources FILE (a sources YAML; see examples/)")

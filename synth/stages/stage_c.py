@@ -17,7 +17,7 @@ from synth.contract import DialogueSample, Part, Turn
 from synth.stages.config import RunConfig
 from synth.stages.dialogue import Dialogue, Origin, Rejected, StageContext, sample_id
 from synth.stages.plan import plan_from_samples
-from taxonomy import TASKS, INTERLEAVE_OPS
+from taxonomy import INTERLEAVE_OPS, TASKS
 
 Q_OP, A_OP = INTERLEAVE_OPS
 
