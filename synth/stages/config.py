@@ -20,6 +20,16 @@ from taxonomy import TASKS
 StageName = Literal["a", "b", "c"]
 LLMName = Literal["template", "local", "openai", "gemini"]
 DistractorKind = Literal["t2i", "vqa", "chat"]
+Language = Literal["en", "zh"]
+
+
+def _both_languages() -> dict[Language, float]:
+    return {"en": 1.0, "zh": 1.0}
+
+
+def _every_distractor_kind() -> dict[DistractorKind, float]:
+    return {"t2i": 1.0, "vqa": 1.0, "chat": 1.0}
+
 
 STAGE_A_TASKS: tuple[str, ...] = tuple(name for name, spec in TASKS.items() if spec.stage == "a")
 
@@ -65,15 +75,17 @@ class RunConfig(BaseModel):
     cache_dir: Path | None = Field(default=None, description="default: <out>/.cache")
     shard_rows: int = Field(default=1000, ge=1, description="samples per Parquet shard")
     progress: bool = True
+    languages: dict[Language, float] = Field(
+        default_factory=_both_languages,
+        description="weights of a dialogue's language (text copied from a source keeps its own)",
+    )
     # stage a
     mix: dict[str, float] = Field(
         default_factory=dict, description="task -> weight over stage-a tasks; empty: uniform"
     )
     # stage b
     distractors: tuple[int, int] = Field(default=(1, 4), description="min, max distractor rounds")
-    distractor_mix: dict[DistractorKind, float] = Field(
-        default_factory=lambda: {"t2i": 1.0, "vqa": 1.0, "chat": 1.0}
-    )
+    distractor_mix: dict[DistractorKind, float] = Field(default_factory=_every_distractor_kind)
     distractor_pool: int = Field(
         default=1000, ge=1, description="rows of each distractor kind held to draw from"
     )
@@ -90,11 +102,11 @@ class RunConfig(BaseModel):
         _check_weights("mix", mix)
         return mix
 
-    @field_validator("distractor_mix")
+    @field_validator("distractor_mix", "languages")
     @classmethod
-    def _check_distractor_mix(cls, mix: dict[str, float]) -> dict[str, float]:
-        _check_weights("distractor_mix", mix)
-        return mix
+    def _check_other_weights(cls, weights: dict[str, float], info: Any) -> dict[str, float]:
+        _check_weights(info.field_name, weights)
+        return weights
 
     @model_validator(mode="after")
     def _check(self) -> RunConfig:

@@ -20,7 +20,8 @@ from synth.contract import (
     Turn,
     make_sample_id,
 )
-from synth.stages.config import RunConfig
+from synth.stages.config import Language, RunConfig
+from synth.stages.words import detect_language
 
 
 class Rejected(Exception):
@@ -101,7 +102,7 @@ class Dialogue:
         return DialogueSample(
             sample_id=sample_id,
             task=task,
-            stage=stage,  # type: ignore[arg-type]
+            stage=stage,
             turns=tuple(self.turns),
             images=tuple(self.images),
             provenance=Provenance(
@@ -140,22 +141,32 @@ class Origin:
 
 
 class StageContext:
-    """What a build function needs: the config, the LLM backend and the item's own RNG."""
+    """What a build function needs: the config, the LLM backend, the item's own RNG, and the
+    dialogue's language (every operation of a dialogue answers in one language; the build
+    sets it before the first operation)."""
 
-    def __init__(self, cfg: RunConfig, backend: Any, origin: Origin, rng: random.Random):
+    def __init__(
+        self,
+        cfg: RunConfig,
+        backend: Any,
+        origin: Origin,
+        rng: random.Random,
+        language: Language | None = None,
+    ):
         self.cfg, self.backend, self.origin, self.rng = cfg, backend, origin, rng
+        self.language = language
 
     def fork(self) -> StageContext:
         """A context with a child RNG drawn now: for operations that run concurrently, so each
         answer depends on the order of ``fork`` calls, never on the order the answers arrive."""
         child = random.Random(self.rng.getrandbits(64))
-        return StageContext(self.cfg, self.backend, self.origin, child)
+        return StageContext(self.cfg, self.backend, self.origin, child, self.language)
 
     async def op(self, name: str, inputs: dict[str, Any]) -> Any:
         """Run one operation; a rejected answer abandons the item with the op's reject."""
         from ops import run_op
 
-        result = await run_op(self.backend, name, inputs, self.rng)
+        result = await run_op(self.backend, name, inputs, self.rng, language=self.language)
         if not result.ok:
             o = self.origin
             source, _, row = (o.refs[0] if o.refs else "").partition(":")
@@ -170,6 +181,15 @@ class StageContext:
                 )
             )
         return result
+
+
+def dialogue_language(sample: DialogueSample) -> Language:
+    """The language a sample's operations answered in (its first call that says), else the
+    language of its final request."""
+    for call in sample.provenance.llm_calls:
+        if call.language in ("en", "zh"):
+            return call.language  # type: ignore[return-value]
+    return detect_language(sample.turns[sample.final_turn].text)
 
 
 def sample_id(stage: str, seed: int, refs: Sequence[str], task: str) -> str:

@@ -12,10 +12,11 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from synth.contract import DialogueSample, Part, Reject
-from synth.sources import SourcesFile, iter_source_rows
-from synth.stages.config import RunConfig
+from synth.sources import EditRow, SourcesFile, iter_source_rows
+from synth.stages.config import Language, RunConfig
 from synth.stages.dialogue import Dialogue, Origin, StageContext, sample_id
 from synth.stages.plan import WorkItem, plan_stage_a
+from synth.stages.words import detect_language
 
 Build = Callable[[StageContext, Dialogue, tuple[Any, ...]], Awaitable[tuple[int, ...]]]
 
@@ -129,7 +130,16 @@ class StageA:
     def key(self, item: WorkItem) -> str:
         return item.key
 
+    def _language(self, item: WorkItem, ctx: StageContext) -> Language:
+        """An edit dialogue speaks the language of its (copied) instruction; any other draws
+        one from ``languages``."""
+        if isinstance(item.rows[0], EditRow):
+            return detect_language(item.rows[0].instruction)
+        langs = [k for k, w in self.cfg.languages.items() if w > 0]
+        return ctx.rng.choices(langs, [self.cfg.languages[k] for k in langs])[0]
+
     async def build(self, item: WorkItem, ctx: StageContext) -> DialogueSample:
+        ctx.language = self._language(item, ctx)
         d = Dialogue()
         depends_on = await BUILDERS[item.task](ctx, d, item.rows)
         return d.build(

@@ -17,20 +17,27 @@ distractor turns up, the sample is rejected with ``stage-b:no-unrelated-distract
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from synth.contract import DialogueSample, Part, Turn
 from synth.sources import ChatRow, SourcesFile, T2IRow, VQARow, iter_source_rows
-from synth.stages.config import RunConfig
-from synth.stages.dialogue import Dialogue, Origin, Rejected, StageContext, sample_id
+from synth.stages.config import DistractorKind, RunConfig
+from synth.stages.dialogue import (
+    Dialogue,
+    Origin,
+    Rejected,
+    StageContext,
+    dialogue_language,
+    sample_id,
+)
 from synth.stages.plan import plan_from_samples
 from synth.stages.words import content_words, words_of
 from taxonomy import TASKS, TaskName
 
-DISTRACTOR_KINDS = ("t2i", "vqa", "chat")
+DISTRACTOR_KINDS: tuple[DistractorKind, ...] = ("t2i", "vqa", "chat")
 # Draws per distractor slot before the sample is rejected: a pool where fewer than ~1 in 20
 # rows is unrelated to a target is too small or too uniform for that target anyway.
 MAX_DRAWS = 64
@@ -66,7 +73,11 @@ class DistractorPool:
             self.by_kind[kind] = rows
 
     def draw(
-        self, k: int, target: frozenset[str], weights: dict[str, float], ctx: StageContext
+        self,
+        k: int,
+        target: frozenset[str],
+        weights: Mapping[DistractorKind, float],
+        ctx: StageContext,
     ) -> list[Distractor]:
         kinds = [
             kind for kind in DISTRACTOR_KINDS if weights.get(kind, 0) > 0 and self.by_kind[kind]
@@ -90,7 +101,7 @@ class DistractorPool:
                 )
         return chosen
 
-    def check_usable(self, weights: dict[str, float]) -> None:
+    def check_usable(self, weights: Mapping[DistractorKind, float]) -> None:
         if not any(weights.get(k, 0) > 0 and self.by_kind[k] for k in DISTRACTOR_KINDS):
             sizes = {k: len(v) for k, v in self.by_kind.items()}
             raise ValueError(
@@ -149,7 +160,7 @@ class StageB:
 
     def __init__(self, cfg: RunConfig, in_dir: Path, pool: DistractorPool):
         self.cfg, self.in_dir, self.pool = cfg, in_dir, pool
-        pool.check_usable(dict(cfg.distractor_mix))
+        pool.check_usable(cfg.distractor_mix)
 
     def items(self) -> Iterator[DialogueSample]:
         return plan_from_samples(self.in_dir)
@@ -181,6 +192,7 @@ class StageB:
             )
         if spec.name.depth == "0":
             return sample  # nothing to deepen: passes through unchanged
+        ctx.language = dialogue_language(sample)
         deep = TASKS[ctx.origin.task]
         dep_op = deep.operations[-1]
         target = words_of(
@@ -189,7 +201,7 @@ class StageB:
         )
         lo, hi = self.cfg.distractors
         k = ctx.rng.randint(lo, hi)
-        chosen = self.pool.draw(k, target, dict(self.cfg.distractor_mix), ctx)
+        chosen = self.pool.draw(k, target, self.cfg.distractor_mix, ctx)
 
         final = sample.final_turn
         d = Dialogue(

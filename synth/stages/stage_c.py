@@ -13,9 +13,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from synth.contract import DialogueSample, Part, Turn
+from synth.contract import DialogueSample, ImageRecord, Part, Turn
 from synth.stages.config import RunConfig
-from synth.stages.dialogue import Dialogue, Origin, Rejected, StageContext, sample_id
+from synth.stages.dialogue import (
+    Dialogue,
+    Origin,
+    Rejected,
+    StageContext,
+    dialogue_language,
+    sample_id,
+)
 from synth.stages.plan import plan_from_samples
 from taxonomy import INTERLEAVE_OPS, TASKS
 
@@ -47,7 +54,7 @@ class StageC:
         )
 
     @staticmethod
-    def _final_image(sample: DialogueSample):  # type: ignore[no-untyped-def]
+    def _final_image(sample: DialogueSample) -> ImageRecord:
         return sample.images[sample.turns[sample.final_turn + 1].images[0]]
 
     async def build(self, sample: DialogueSample, ctx: StageContext) -> DialogueSample:
@@ -69,6 +76,7 @@ class StageC:
                     "without target captions); add target_caption to the source",
                 )
             )
+        ctx.language = dialogue_language(sample)
         question = await ctx.op(Q_OP, {"caption": caption})
         answer = await ctx.op(
             A_OP, {"caption": caption, "question": question.text, "language": question.language}

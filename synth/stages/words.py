@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Literal
 
 _LATIN = re.compile(r"[0-9a-zà-öø-ÿ]+")
 _CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
@@ -207,6 +208,12 @@ def content_words(text: str) -> frozenset[str]:
             if not (pair[0] in _CJK_FUNCTION and pair[1] in _CJK_FUNCTION):
                 words.add(pair)
     return frozenset(words)
+
+
+def detect_language(text: str) -> Literal["en", "zh"]:
+    """'zh' when the text holds CJK characters, else 'en': the two languages the operations
+    write. Used to keep a dialogue in the language of text copied from a source row."""
+    return "zh" if _CJK_RUN.search(text) else "en"
 
 
 def words_of(texts: Iterable[str]) -> frozenset[str]:
