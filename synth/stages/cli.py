@@ -53,9 +53,9 @@ def _command(stage: str) -> Any:
             bool | None, typer.Option("--progress/--no-progress", help="live progress bar")
         ] = None,
     ) -> None:
+        options = dict(locals())  # first: only the parameters
         from synth.stages import load_run_config, run
 
-        options = dict(locals())
         config_file = options.pop("config")
         options["in"] = options.pop("in_")
         try:

@@ -89,9 +89,6 @@ class RunConfig(BaseModel):
     distractor_pool: int = Field(
         default=1000, ge=1, description="rows of each distractor kind held to draw from"
     )
-    passthrough: bool = Field(
-        default=True, description="stage b copies depth-0 samples (no dependency) unchanged"
-    )
 
     @field_validator("mix")
     @classmethod

@@ -75,8 +75,10 @@ RECIPES: tuple[Recipe, ...] = (
     Recipe("t_i_i1_1", "edit", usable=_has_source_caption),
     Recipe("t_i_0_0", "subject"),
     Recipe("t_i_t1_1", "subject"),
-    Recipe("t_i_in_1", "subject", rows=2),
-    Recipe("ti_i_i1_1", "subject", rows=2),
+    # t_i_in_1 and ti_i_i1_1 answer "draw them together" with an image of both subjects: they
+    # need a composition target (two subject images plus the image of both, as subject-driven
+    # datasets hold). A subject row has one image and one caption, so no source kind feeds
+    # them yet; stage_a builds them from (first, second, target) rows once one does.
 )
 STAGE_A_KINDS = frozenset(r.kind for r in RECIPES)
 

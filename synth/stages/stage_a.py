@@ -104,8 +104,8 @@ BUILDERS: dict[str, Build] = {
 
 def qa_texts(result: Any) -> tuple[str, str, str]:
     """The (question, answer, follow-up request) of a caption2QA_q result."""
-    out = result.output
-    return out.question, out.answer, out.request
+    item = result.item
+    return item.question, item.answer, item.request
 
 
 class StageA:
