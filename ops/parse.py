@@ -26,6 +26,7 @@ _TAG_RE = re.compile(r"[<＜]\s*([/／]?)\s*(result|user|assistant)\s*[>＞]", r
 _FENCE_RE = re.compile(r"```[A-Za-z0-9_-]*")
 _BLOCK_RE = re.compile(r"<Result>(.*?)</Result>", re.DOTALL)
 _FIELD_RE = re.compile(r"<(User|Assistant)>(.*?)</\1>", re.DOTALL)
+_STRAY_RE = re.compile(r"</?(Result|User|Assistant)>")
 _SPACE_RE = re.compile(r"\s+")
 _CJK_CHAR = r"[\u3000-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uff00-\uffef]"
 # Full-width punctuation typed into English text, unless it follows CJK text quoted from a caption.
@@ -102,6 +103,11 @@ def parse_blocks(text: str, fields: tuple[str, ...], count: int) -> list[list[st
             PARSE_WRONG_COUNT,
             f"found {len(bodies)} complete <Result> blocks, expected {count}",
         )
+    # A tag left over outside the fields means a result was closed early or opened twice
+    # (a model that copied a caption's "</User></Result>"): the split cannot be trusted.
+    stray = _STRAY_RE.search(_BLOCK_RE.sub("", normalized))
+    if stray:
+        raise ParseRejection(PARSE_MALFORMED, f"stray tag {stray.group(0)} outside the results")
     blocks = []
     for i, body in enumerate(bodies):
         found = _FIELD_RE.findall(body)
@@ -111,5 +117,8 @@ def parse_blocks(text: str, fields: tuple[str, ...], count: int) -> list[list[st
                 PARSE_MALFORMED,
                 f"result {i + 1} holds fields {list(tags)}, expected {list(fields)}",
             )
+        stray = _STRAY_RE.search(_FIELD_RE.sub("", body))
+        if stray:
+            raise ParseRejection(PARSE_MALFORMED, f"result {i + 1} has a stray {stray.group(0)}")
         blocks.append([value for _, value in found])
     return blocks
