@@ -33,8 +33,9 @@ def _every_distractor_kind() -> dict[DistractorKind, float]:
 
 STAGE_A_TASKS: tuple[str, ...] = tuple(name for name, spec in TASKS.items() if spec.stage == "a")
 
-# Fields that do not change what a run writes (how fast, where the cache is, how it looks, how
-# far it goes): a resumed run may change them. Every other field must match the manifest.
+# Fields that do not change what a run writes (how fast, where the cache is, how it looks, how far
+# it goes, which part this process writes): a resumed run or another shard in the same out dir
+# may differ in them. Every other field must match the manifests there.
 _RUNTIME_FIELDS = frozenset(
     {
         "out",
@@ -46,6 +47,7 @@ _RUNTIME_FIELDS = frozenset(
         "base_url",
         "api_key_env",
         "limit",
+        "shard_index",
     }
 )
 

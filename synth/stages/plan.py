@@ -12,7 +12,8 @@ kind can feed (``RECIPES``) with probability proportional to ``weight(task) * ro
 a two-row task consumes two rows per sample, so within a kind the *samples* follow the mix. The
 overall share of each task also follows how many rows of each kind the sources hold. A row
 that picks a two-row task waits for the next row of its source that picks the same task; an
-unpaired row at the end of a source falls back to a one-row task of its kind.
+unpaired row at the end of a source falls back to a one-row task of its kind. vqa and chat
+sources feed no stage-a task; they are read too, so their bad rows are rejected here, once.
 """
 
 from __future__ import annotations
@@ -105,11 +106,7 @@ def plan_stage_a(
     seed: int,
 ) -> Iterator[WorkItem | Reject]:
     """Work items from ``(source name, kind, rows-or-rejects)`` streams, round-robin."""
-    planners = [
-        _SourcePlanner(name, kind, rows, weights, seed)
-        for name, kind, rows in streams
-        if kind in STAGE_A_KINDS
-    ]
+    planners = [_SourcePlanner(name, kind, rows, weights, seed) for name, kind, rows in streams]
     active = list(planners)
     while active:
         still = []
@@ -140,6 +137,8 @@ class _SourcePlanner:
             return None
         if isinstance(row, Reject):
             return [row]
+        if self.kind not in STAGE_A_KINDS:
+            return []  # distractor material for stage b; read here only to record bad rows
         recipe = self._choose(row, self.recipes)
         if recipe is None:
             return [self._unusable(row)]
