@@ -3,6 +3,9 @@ union is the unsharded run, and they can share one output directory."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -30,9 +33,7 @@ def test_three_shards_are_disjoint_and_their_union_is_the_unsharded_run(
     found: dict[str, object] = {}
     for index in range(3):
         out = tmp_path / ("shared" if layout == "one-dir" else f"part-{index}")
-        run_stage(
-            "a", sources=EXAMPLES, out=out, limit=30, seed=3, num_shards=3, shard_index=index
-        )
+        run_stage("a", sources=EXAMPLES, out=out, limit=30, seed=3, num_shards=3, shard_index=index)
         part = [s for s in iter_samples(out) if s.sample_id not in found]
         if layout == "dir-per-shard":
             assert not set(s.sample_id for s in iter_samples(out)) & set(found)  # disjoint
@@ -61,3 +62,28 @@ def test_a_resume_with_other_settings_is_refused(tmp_path: Path) -> None:
     # A larger limit extends the same run: the plan's prefix is the same.
     run_stage("a", sources=EXAMPLES, out=tmp_path, limit=8, seed=1)
     assert read_manifest(tmp_path).samples == 8
+
+
+def test_the_slurm_array_script_writes_disjoint_shards_into_one_dir(tmp_path: Path) -> None:
+    script = Path(__file__).resolve().parent.parent / "examples" / "slurm_stage_a.sh"
+    out = tmp_path / "out"
+    for index in range(3):
+        env = {
+            **os.environ,
+            "SLURM_ARRAY_TASK_ID": str(index),
+            "SLURM_ARRAY_TASK_COUNT": "3",
+            "SLURM_ARRAY_TASK_MIN": "0",
+            "SLURM_ARRAY_TASK_MAX": "2",
+            "SYNTH": f"{sys.executable} -m synth",
+            "PYTHONPATH": str(script.parent.parent),
+        }
+        subprocess.run(
+            ["bash", str(script), str(EXAMPLES), str(out), "--limit", "9"],
+            env=env, cwd=tmp_path, check=True, capture_output=True,
+        )  # fmt: skip
+    whole = tmp_path / "whole"
+    run_stage("a", sources=EXAMPLES, out=whole, limit=9)
+    assert sorted(s.sample_id for s in iter_samples(out)) == sorted(
+        s.sample_id for s in iter_samples(whole)
+    )
+    assert read_manifest(out).complete
