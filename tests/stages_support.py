@@ -47,15 +47,16 @@ def _signatures() -> list[tuple[str, str, tuple[str, ...]]]:
 def op_answer(request: FakeRequest) -> str:
     prompt = request.messages[-1][1]
     first = prompt.splitlines()[0]
-    for opening, name, order in _signatures():
-        if first.startswith(opening):
-            break
-    else:
-        raise AssertionError(f"the fake LLM does not know this prompt: {first[:80]}")
+    known = [(name, order) for opening, name, order in _signatures() if first.startswith(opening)]
+    assert known, f"the fake LLM does not know this prompt: {first[:80]}"
+    ((name, order),) = known
     values = _INPUT.findall(prompt)[-len(order) :] if order else []
     variables: dict[str, Any] = dict(zip(order, values, strict=True))
     for line in prompt.splitlines():  # the sentence structures the template showed
-        for prefix, key in (("English: ", "en_structure"), ("simplified Chinese: ", "zh_structure")):
+        for prefix, key in (
+            ("English: ", "en_structure"),
+            ("simplified Chinese: ", "zh_structure"),
+        ):
             if line.startswith(prefix):
                 variables[key] = line.removeprefix(prefix)
     if "language" in OPS[name].inputs.model_fields:

@@ -57,7 +57,7 @@ def test_a_resume_with_other_settings_is_refused(tmp_path: Path) -> None:
     run_stage("a", sources=EXAMPLES, out=tmp_path, limit=4, seed=1)
     with pytest.raises(ValueError, match="seed: 1 there, 2 here"):
         run_stage("a", sources=EXAMPLES, out=tmp_path, limit=4, seed=2)
-    with pytest.raises(ValueError, match="3-way|shards"):
+    with pytest.raises(ValueError, match=r"3-way|shards"):
         run_stage("a", sources=EXAMPLES, out=tmp_path, limit=4, seed=1, num_shards=3)
     # A larger limit extends the same run: the plan's prefix is the same.
     run_stage("a", sources=EXAMPLES, out=tmp_path, limit=8, seed=1)

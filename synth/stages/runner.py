@@ -160,8 +160,7 @@ async def run_shard(
             writer.commit()
             summary = counters.summary(writer.manifest, engine.stats, position)
         manifest = writer.close(summary)
-    if cfg.progress:
-        view.console.print(summary_table(summary))
+    view.console.print(summary_table(summary))
     return manifest
 
 
