@@ -258,7 +258,7 @@ def define(
     check_variables(name, template_name, info.variables, declared)
     unknown = set(anchors + exclude) - set(inputs.model_fields)
     assert not unknown, f"{name}: anchors/exclude name no input: {unknown}"
-    qa = len(fields) == 3
+    qa = tuple(f.role for f in fields) == ("question", "answer", "request")
     layout = {
         "slots": repr(slots),
         "fields": repr(fields),
