@@ -1,0 +1,157 @@
+"""Each invariant of the data contract has a sample that breaks it and the error that names it."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from synth.contract import AUX_TASKS, DialogueSample, InvariantError, Part, validate_row
+from taxonomy import TASKS
+from tests.builders import build_sample, png_bytes
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_builders_make_valid_samples_of_every_task(task):
+    sample = build_sample(task, seed=3)
+    assert validate_row(sample.to_row()) == sample
+
+
+def test_row_round_trip_keeps_image_bytes():
+    sample = build_sample("ti_ti_i1_n", seed=5)
+    row = sample.to_row()
+    assert row["images"][0]["image"]["bytes"] == sample.images[0].data
+    assert DialogueSample.from_row(row) == sample
+
+
+def _lists(value):
+    if isinstance(value, dict):
+        return {k: _lists(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_lists(v) for v in value]
+    return value
+
+
+def _broken(task: str, mutate) -> dict:
+    row = _lists(build_sample(task, seed=7).to_row())
+    mutate(row)
+    return row
+
+
+def _final_user(row):
+    return row["turns"][-2]
+
+
+BREAKS = {
+    "sample-id": ("t_i_0_0", lambda r: r.update(sample_id="")),
+    "turn-structure:odd": ("t_i_0_0", lambda r: r["turns"].pop()),
+    "turn-structure:order": ("t_i_i1_1", lambda r: r["turns"].insert(0, r["turns"].pop(1))),
+    "empty-text": ("t_i_0_0", lambda r: _final_user(r)["parts"][0].update(text="  ")),
+    "image-origin": ("ti_i_0_0", lambda r: _final_user(r)["parts"][0].update(origin="output")),
+    "image-reference:range": ("t_i_0_0", lambda r: r["turns"][1]["parts"][0].update(image=9)),
+    "image-reference:unused": (
+        "t_i_0_0",
+        lambda r: r["images"].append(
+            {**r["images"][0], "image": {"bytes": png_bytes(1), "path": None}}
+        ),
+    ),
+    "image-bytes": ("t_i_0_0", lambda r: r["images"][0].update(image={"bytes": b"", "path": None})),
+    "call-reference": ("t_i_0_0", lambda r: _final_user(r)["parts"][0].update(call=42)),
+    "task-name": ("t_i_0_0", lambda r: r.update(task="t_i_0_1")),
+    "stage": ("t_ti_0_0", lambda r: r.update(stage="a")),
+    "dependency-turns:after-final": ("t_i_i1_1", lambda r: r["provenance"].update(depends_on=[2])),
+    "dependency-turns:unsorted": ("t_i_in_1", lambda r: r["provenance"].update(depends_on=[3, 1])),
+    "distractor-rounds": ("t_i_i1_n", lambda r: r["provenance"]["distractor_turns"].pop()),
+    "task-structure:input": ("t_i_0_0", lambda r: r.update(task="ti_i_0_0")),
+    "task-structure:output": (
+        "t_i_0_0",
+        lambda r: r["turns"][-1]["parts"].append(
+            {"type": "text", "text": "extra", "image": None, "origin": None, "call": None}
+        ),
+    ),
+    "task-structure:no-deps": ("t_i_i1_1", lambda r: r["provenance"].update(depends_on=[])),
+    "task-structure:modality": ("t_i_t1_1", lambda r: r.update(task="t_i_i1_1")),
+    "task-structure:count": ("t_i_in_1", lambda r: r["provenance"].update(depends_on=[3])),
+    "task-structure:depth-n-without-distractors": (
+        "t_i_i1_1",
+        lambda r: r.update(task="t_i_i1_n", stage="b"),
+    ),
+    "task-structure:undeclared-between": (
+        "t_i_i1_n",
+        lambda r: r["provenance"].update(distractor_turns=[]),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BREAKS))
+def test_each_invariant_names_itself(case):
+    task, mutate = BREAKS[case]
+    invariant = case.split(":")[0]
+    row = _broken(task, mutate)
+    with pytest.raises(InvariantError) as err:
+        validate_row(row)
+    assert err.value.invariant == invariant, str(err.value)
+    assert f"[{invariant}]" in str(err.value)
+
+
+def test_schema_errors_name_the_field():
+    row = build_sample("t_i_0_0").to_row()
+    row["turns"][0]["role"] = "narrator"
+    with pytest.raises(InvariantError, match=r"\[schema\] turns.0.role"):
+        validate_row(row)
+
+
+def test_parts_carry_exactly_their_fields():
+    with pytest.raises(ValueError, match="a text part"):
+        Part(type="text", image=0)
+    with pytest.raises(ValueError, match="an image part"):
+        Part(type="image", image=0)
+
+
+def test_aux_tasks_share_the_contract():
+    base = build_sample("ti_i_0_0").to_row()
+    vqa = {
+        "sample_id": "vqa-1",
+        "task": "vqa",
+        "stage": "source",
+        "turns": [
+            {
+                "role": "user",
+                "parts": [
+                    {"type": "image", "text": None, "image": 0, "origin": "upload", "call": None},
+                    {
+                        "type": "text",
+                        "text": "What animal is this?",
+                        "image": None,
+                        "origin": None,
+                        "call": None,
+                    },
+                ],
+            },
+            {
+                "role": "assistant",
+                "parts": [
+                    {"type": "text", "text": "A cat.", "image": None, "origin": None, "call": None}
+                ],
+            },
+        ],
+        "images": base["images"][:1],
+        "provenance": {
+            "seed": 0,
+            "depends_on": [],
+            "distractor_turns": [],
+            "llm_calls": [],
+            "parent_id": None,
+        },
+    }
+    assert validate_row(vqa).task in AUX_TASKS
+    chat = copy.deepcopy(vqa)
+    chat.update(task="chat", images=[])
+    chat["turns"][0]["parts"].pop(0)
+    assert validate_row(chat).task == "chat"
+    bad = copy.deepcopy(vqa)
+    bad["turns"][1]["parts"].insert(
+        0, {"type": "image", "text": None, "image": 0, "origin": "output", "call": None}
+    )
+    with pytest.raises(InvariantError, match="answer in text"):
+        validate_row(bad)
