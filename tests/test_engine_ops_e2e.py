@@ -39,7 +39,7 @@ def _config(server: FakeServer, cache: Path) -> EngineConfig:
         base_url=server.base_url if isinstance(server, FakeOpenAI) else server.url,
         api_key_env="CHATUMM_TEST_KEY",
         cache_dir=cache,
-        timeout_s=0.5,
+        timeout_s=1.0,
     )
 
 
@@ -101,7 +101,7 @@ def test_every_operation_survives_faults(server: FakeServer, tmp_path: Path) -> 
     book = PromptBook()
     server.answer = book.answer
     first = ("429", "500", "timeout", "length", "429", "500", "length", "timeout")
-    server.set_faults(FaultPlan(first=first, share={"429": 0.1}, retry_after_s=0.1, hang_s=2))
+    server.set_faults(FaultPlan(first=first, share={"429": 0.1}, retry_after_s=0.1, hang_s=3))
     results, engine = asyncio.run(_run_ops(_config(server, tmp_path), book))
     backend = "openai" if isinstance(server, FakeOpenAI) else "gemini"
     _check(results, backend)

@@ -10,12 +10,14 @@ directory. WAL mode lets readers run beside one writer; a writer holds the lock 
 transaction, and ``timeout`` makes a blocked writer wait rather than fail.
 
 The event loop never waits on the disk. Measured here, a committed insert costs ~75 µs CPU and
-~370 µs wall (WAL append, checkpoints), more than the rest of a request. So ``put`` hands the
-row to a writer thread and returns; the thread drains whatever has queued up into one
-transaction (batches form by themselves under load) and sqlite releases the GIL while it
-writes. Until committed, a row is served from memory. ``synchronous=NORMAL``: a power cut or
-``kill -9`` may lose the last moments of answers (paid for again), never corrupt the file.
-On the loop: a key ~4 µs, a miss ~5 µs, a hit ~35 µs, a put ~2 µs.
+~370 µs wall (WAL append, checkpoints), more than the rest of a request. So ``put`` keeps the
+row in memory (served from there) and hands rows to a writer thread in batches, every
+``batch_rows`` rows or ``batch_s`` seconds, one transaction each; sqlite releases the GIL while
+it writes. Handing over every row woke the thread 2,000 times in a 2,000-request run and cost
+~120 µs of GIL hand-off per row on the loop. ``synchronous=NORMAL``, and the batching: a
+``kill -9`` or power cut loses at most the last batch of answers (paid for again), never
+corrupts the file; ``close()`` writes everything. On the loop: a key ~4 µs, a miss ~5 µs,
+a hit ~35 µs, a put ~1 µs.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import hashlib
 import queue
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import orjson
@@ -59,14 +62,17 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 class ResponseCache:
-    def __init__(self, cache_dir: Path | str):
+    def __init__(self, cache_dir: Path | str, *, batch_rows: int = 256, batch_s: float = 0.1):
         directory = Path(cache_dir)
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / CACHE_FILE
         self._db = _connect(self.path)
         self._db.execute(_SCHEMA)
-        self._pending: dict[bytes, bytes] = {}  # queued or being written, not yet committed
-        self._queue: queue.SimpleQueue[tuple[bytes, bytes] | threading.Event | None] = (
+        self._pending: dict[bytes, bytes] = {}  # not yet committed, served from here
+        self._batch: list[tuple[bytes, bytes]] = []  # not yet handed to the writer
+        self._batch_rows, self._batch_s = batch_rows, batch_s
+        self._handed_at = time.monotonic()
+        self._queue: queue.SimpleQueue[list[tuple[bytes, bytes]] | threading.Event | None] = (
             queue.SimpleQueue()
         )
         self._writer = threading.Thread(target=self._write_loop, name="response-cache", daemon=True)
@@ -93,10 +99,22 @@ class ResponseCache:
             )
         )
         self._pending[key] = value
-        self._queue.put((key, value))
+        self._batch.append((key, value))
+        if (
+            len(self._batch) >= self._batch_rows
+            or time.monotonic() - self._handed_at >= self._batch_s
+        ):
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        if self._batch:
+            self._queue.put(self._batch)
+            self._batch = []
+        self._handed_at = time.monotonic()
 
     def flush(self) -> None:
         """Block until everything put so far is committed."""
+        self._hand_over()
         done = threading.Event()
         self._queue.put(done)
         done.wait()
@@ -111,7 +129,7 @@ class ResponseCache:
                     items.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            rows = [item for item in items if isinstance(item, tuple)]
+            rows = [row for item in items if isinstance(item, list) for row in item]
             if rows:
                 with db:  # BEGIN ... COMMIT
                     db.execute("BEGIN")
@@ -131,6 +149,7 @@ class ResponseCache:
 
     def close(self) -> None:
         if self._writer.is_alive():
+            self._hand_over()
             self._queue.put(None)
             self._writer.join()
         self._db.close()
