@@ -32,7 +32,7 @@ def make_backend(config: EngineConfig) -> Backend:
     if config.backend == "template":
         from ops.template_backend import TemplateBackend
 
-        return TemplateBackend(config)
+        return TemplateBackend(model=config.model)
     raise AssertionError(f"unhandled backend {config.backend!r}")  # EngineConfig validated it
 
 

@@ -21,12 +21,12 @@ DEFAULT_PRICES: dict[str, tuple[float, float]] = {
     "gemini-2.5-flash": (0.30, 2.50),
     "gemini-2.5-pro": (1.25, 10.00),
     # Offline backends cost nothing.
-    "template": (0.0, 0.0),
+    "template-v1": (0.0, 0.0),
     "smollm2-135m": (0.0, 0.0),
 }
 
 _DEFAULT_MODEL: dict[str, str] = {
-    "template": "template",
+    "template": "template-v1",
     "local": "smollm2-135m",
     "openai": "gpt-4o-mini",
     "gemini": "gemini-2.0-flash",

@@ -150,14 +150,20 @@ class FakeServer:
 
         def serve() -> None:
             loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
             self._loop = loop
             app = web.Application()
             self._routes(app)
-            self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+            self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
             loop.run_until_complete(self._runner.setup())
             loop.run_until_complete(web.SockSite(self._runner, sock, backlog=1024).start())
             ready.set()
             loop.run_forever()
+            # Hanging handlers ("timeout" faults) are cancelled, not waited for.
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.run_until_complete(self._runner.cleanup())
             loop.close()
 

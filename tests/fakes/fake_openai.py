@@ -10,13 +10,14 @@ in its own process so its CPU is not charged to the client::
 from __future__ import annotations
 
 import argparse
+import importlib
 import itertools
 import time
 
 import orjson
 from aiohttp import web
 
-from tests.fakes._server import FakeRequest, FakeServer, FaultPlan, count_tokens
+from tests.fakes._server import FakeRequest, FakeServer, FaultPlan, count_tokens, echo_answer
 
 _ids = itertools.count()
 
@@ -91,6 +92,9 @@ def main() -> None:
     parser.add_argument("--share-429", type=float, default=0.0)
     parser.add_argument("--retry-after", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--answer", default="", help="module:function mapping a FakeRequest to the answer text"
+    )
     args = parser.parse_args()
     try:
         import uvloop
@@ -99,7 +103,11 @@ def main() -> None:
     except ImportError:
         pass
     plan = FaultPlan(share={"429": args.share_429}, retry_after_s=args.retry_after, seed=args.seed)
-    server = FakeOpenAI(latency_s=args.latency, faults=plan, log_requests=False).start()
+    answer = echo_answer
+    if args.answer:
+        module, _, function = args.answer.partition(":")
+        answer = getattr(importlib.import_module(module), function)
+    server = FakeOpenAI(answer, latency_s=args.latency, faults=plan, log_requests=False).start()
     print(server.base_url, flush=True)
     try:
         while True:
