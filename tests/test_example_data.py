@@ -92,3 +92,15 @@ def test_build_data_remakes_the_committed_files(tmp_path: Path) -> None:
             assert Image.open(tmp_path / rel).size == Image.open(committed / rel).size, rel
         else:
             assert (tmp_path / rel).read_text() == (committed / rel).read_text(), rel
+
+
+def test_synth_sources_command_reads_the_examples() -> None:
+    from typer.testing import CliRunner
+
+    from synth.cli import app
+
+    result = CliRunner().invoke(app, ["sources", str(EXAMPLES / "sources.yaml")])
+    assert result.exit_code == 0, result.output
+    for name, count in (("photos", 17), ("photo-edits", 30), ("small-talk", 18)):
+        line = next(ln for ln in result.output.splitlines() if f" {name} " in ln)
+        assert f" {count} " in line, line

@@ -85,6 +85,13 @@ def test_parquet_with_raw_bytes_streams_rows_and_rejects_bad_ones(tmp_path: Path
     assert zero.stage == "source" and zero.source == "t"
     assert json.loads(zero.payload) == {"caption": "nothing"}  # the non-image fields
 
+    spec = load_sources_file(tmp_path / "sources.yaml").sources[0]
+    resumed = list(iter_source_rows(spec, tmp_path, start=3))
+    assert [(type(i), i.source_row if isinstance(i, Reject) else i.row_id) for i in resumed] == [
+        (Reject, "3"),
+        (T2IRow, "4"),
+    ]
+
 
 def test_parquet_with_datasets_image_structs_and_magicbrush_columns(tmp_path: Path) -> None:
     import datasets
@@ -405,3 +412,27 @@ def test_sources_file_reports_every_problem_at_once(tmp_path: Path) -> None:
     assert "problem(s)" in message
     for expected in ("line 3: unknown kind 't2'", "line 6: unknown key 'kin'", "line 5: missing"):
         assert expected in message
+
+
+def test_synth_sources_command_reports_rejects_and_config_errors(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from synth.cli import app
+
+    (tmp_path / "c.jsonl").write_text('{"user": "hi", "assistant": "hello"}\n{"user": "hi"}\n')
+    good = sources_yaml(tmp_path, "sources:\n  - {name: c, kind: chat, path: c.jsonl}\n")
+    result = CliRunner().invoke(app, ["sources", str(good)])
+    assert result.exit_code == 1
+    assert "REJECT c:1 source:bad-turns" in result.output
+
+    bad = sources_yaml(tmp_path, "sources:\n  - {name: c, kind: chats, path: c.jsonl}\n")
+    result = CliRunner().invoke(app, ["sources", str(bad)])
+    assert result.exit_code == 2
+    assert "line 2: unknown kind 'chats'" in result.output
+
+
+def test_a_hub_like_path_under_an_existing_folder_is_a_typo(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    body = "sources:\n  - {name: t, kind: t2i, path: data/photoz}\n"
+    with pytest.raises(ValueError, match=r"line 2: path 'data/photoz' does not exist.*format: hf"):
+        load_sources_file(sources_yaml(tmp_path, body))

@@ -13,6 +13,7 @@ typed rows; a row that cannot become one (no caption, an unreadable image, an em
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -63,14 +64,17 @@ __all__ = [
 ]
 
 
-def iter_source_rows(spec: SourceSpec, base_dir: str | Path) -> Iterator[SourceRow | Reject]:
+def iter_source_rows(
+    spec: SourceSpec, base_dir: str | Path, start: int = 0
+) -> Iterator[SourceRow | Reject]:
     """Every row of one source, in the source's own stable order, as a typed row or a reject.
 
     Streams: Parquet by batches, JSONL by lines, ``datasets`` by Arrow batches; memory holds one
-    batch. A configuration problem (a required column absent from the data) raises
-    ``ValueError`` before the first row."""
+    batch. ``start`` skips that many rows without checking their images (a resumed run passes
+    its committed cursor). A configuration problem (a required column absent from the data)
+    raises ``ValueError`` before the first row."""
     base = Path(base_dir)
     if spec.format is None:
         spec = spec.model_copy(update={"format": detect_format(spec.path, base)})
-    for record in read_records(spec, base):
+    for record in itertools.islice(read_records(spec, base), start, None):
         yield make_row(spec, record)
