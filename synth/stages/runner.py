@@ -47,8 +47,7 @@ class Stage(Protocol):
 async def open_engine(cfg: RunConfig) -> AsyncIterator[Any]:
     """The LLM engine of a run; its response cache (``<out>/.cache`` unless set) is what makes
     a rerun or resume pay for no request twice. Shards sharing an out dir share the cache."""
-    from ops import TemplateBackend
-    from ops.engine import Engine, EngineConfig, make_backend
+    from ops.engine import Engine, EngineConfig
 
     engine_cfg = EngineConfig(
         backend=cfg.llm,
@@ -60,12 +59,7 @@ async def open_engine(cfg: RunConfig) -> AsyncIterator[Any]:
         tpm=cfg.tpm,
         cache_dir=cfg.resolved_cache_dir,
     )
-    # make_backend passes the whole EngineConfig to TemplateBackend(model: str) at the moment;
-    # build that one here until the two agree.
-    backend = (
-        TemplateBackend(engine_cfg.model) if cfg.llm == "template" else make_backend(engine_cfg)
-    )
-    engine = Engine(backend, engine_cfg)
+    engine = Engine.from_config(engine_cfg)
     try:
         yield engine
     finally:
