@@ -16,8 +16,7 @@ from typing import Literal
 _LATIN = re.compile(r"[0-9a-zà-öø-ÿ]+")
 _CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 
-STOP_WORDS = frozenset(  # noqa: SIM905 (a word list reads best as text)
-    """
+_STOP_TEXT = """
     a about above after again against all also am an and any are as at be because been before
     being below between both but by can could did do does doing down during each few for from
     further had has have having he her here hers herself him himself his how i if in into is it
@@ -28,8 +27,8 @@ STOP_WORDS = frozenset(  # noqa: SIM905 (a word list reads best as text)
     image images picture pictures photo photos show shows showing please create draw make
     generate one ones like can could would may might see look looks looking near next front back
     side top bottom left right background foreground scene view
-    """.split()
-)
+    """
+STOP_WORDS = frozenset(_STOP_TEXT.split())
 # Words that say how an image looks rather than what it shows (``picture``, ``scene`` above)
 # are stop-words too: every caption and request has them, and they name no subject.
 
