@@ -6,12 +6,15 @@ from pathlib import Path
 
 import typer
 
+from synth.stages.cli import run_app
+
 app = typer.Typer(
     name="synth",
     help="Turn single-turn image data into multi-turn dialogues (ChatUMM stages a, b, c).",
     no_args_is_help=True,
     add_completion=False,
 )
+app.add_typer(run_app, name="run")
 
 
 @app.callback()

@@ -1,1 +1,2 @@
-"""Test doubles: local fake servers and realistic fake data the tests start and write."""
+"""Test doubles on 127.0.0.1: fake LLM servers and a fake Hub (real HTTP, scripted answers,
+faults), and realistic fake data the tests write."""

@@ -1,0 +1,310 @@
+"""Engine throughput benchmark: caption2query operations against a local OpenAI-compatible server.
+
+Not a test. The fake server (``tests/fakes/fake_openai.py``) runs in its own process and answers
+after 200 ms with a valid caption2query answer computed from the prompt; with ``--share-429`` a
+share of answers are HTTP 429 with ``Retry-After: 1``. Each measured run is a fresh child
+process, so its CPU time and peak RSS are its own:
+
+- ``engine``: ``run_op`` through ``Engine`` (openai backend, aiohttp transport, response cache
+  in a fresh directory) and a ``ShardWriter`` writing every sample (a t_i_0_0 dialogue) to
+  Parquet: rendering, parsing, validation, cache and shard writes all included;
+- ``bare``: the practical limit of this machine: an aiohttp session + semaphore sending the
+  same pre-rendered request bodies and checking ``finish_reason`` (on a 429 it sleeps the
+  Retry-After outside the semaphore and resends).
+
+Reported: wall time, requests/s, CPU ms per operation after start-up (imports, server start and
+session set-up excluded), peak RSS, and the start-up time of a 10-operation run (exec to exit).
+Every engine run checks all results: each answer must be exactly what the server computed for
+that prompt, parsed into six results, with the chosen text in the shard.
+
+    python bench/bench_ops.py                   # full table, writes bench/results/bench_ops.json
+    python bench/bench_ops.py --n 200 --quick   # a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+WORDS = (
+    ("red", "wooden", "tiny", "old", "shiny", "striped", "golden", "quiet"),
+    ("fox", "bicycle", "lighthouse", "teapot", "violin", "tractor", "owl", "sailboat"),
+    ("rests on", "stands beside", "leans against", "sits under", "floats above", "hides behind"),
+    ("a stone bridge", "a snowy hill", "a market stall", "a pine forest", "a harbour wall"),
+    ("Soft morning light falls", "Rain streaks run", "Long shadows stretch", "Mist drifts"),
+    ("across the scene", "over the background", "along the left edge", "behind it"),
+)
+
+
+def caption(i: int) -> str:
+    """A varied, deterministic two-sentence caption (no two prompts alike)."""
+    a, n, v, p, s, w = (words[(i * (k + 3) + k * k) % len(words)] for k, words in enumerate(WORDS))
+    return f"A {a} {n} {v} {p}, photographed in scene {i}. {s} {w}."
+
+
+# ---- child: one measured run ------------------------------------------------------------------
+
+
+def _png() -> bytes:
+    """A real 8x8 PNG: the "generated" image every bench sample carries."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 80, 40)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _sample(result: Any, i: int, png: bytes) -> Any:
+    from synth.contract import DialogueSample, ImageRecord, Part, Provenance, Turn, make_sample_id
+
+    return DialogueSample(
+        sample_id=make_sample_id("a", i, [f"bench:{i}"], salt="t_i_0_0"),
+        task="t_i_0_0",
+        stage="a",
+        turns=(
+            Turn(role="user", parts=(Part.of_text(result.text, call=0),)),
+            Turn(role="assistant", parts=(Part.of_image(0, "output"),)),
+        ),
+        images=(ImageRecord(data=png, source="bench", source_row=str(i), caption=caption(i)),),
+        provenance=Provenance(seed=i, llm_calls=(result.call,)),
+    )
+
+
+async def _engine_run(
+    args: argparse.Namespace, out_dir: Path
+) -> tuple[float, float, dict[str, Any]]:
+    import random
+
+    from ops import run_op
+    from ops.engine import Engine, EngineConfig
+    from synth.shards import ShardWriter
+
+    config = EngineConfig(
+        backend="openai",
+        model="gpt-4o-mini",
+        base_url=args.url,
+        concurrency=args.concurrency,
+        cache_dir=out_dir / "cache",
+        timeout_s=30,
+    )
+    engine = Engine.from_config(config)
+    writer = ShardWriter(out_dir / "shards")
+    png = _png()
+
+    async def one(i: int) -> None:
+        result = await run_op(engine, "caption2query", {"caption": caption(i)}, random.Random(i))
+        if result.ok:
+            writer.add(_sample(result, i, png))
+        else:
+            writer.add_reject(result.to_reject("a", source="bench", source_row=str(i)))
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    await asyncio.gather(*(one(i) for i in range(args.n)))
+    writer.mark(args.n)
+    writer.close(engine.stats.as_dict())
+    await engine.aclose()
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the check below
+    total = engine.stats.total
+    return (
+        wall,
+        cpu,
+        {
+            "peak_rss_mb": rss_mb,
+            "incorrect": args.n - _correct_samples(out_dir / "shards", args.n),
+            "requests": total.attempts,
+            "retries": total.retries,
+            "rate_limited": total.rate_limited,
+            "limiter_decreases": engine.limiter.decreases,
+        },
+    )
+
+
+def _correct_samples(shards: Path, n: int) -> int:
+    """Samples in the shards whose answer is exactly what the server computed for their prompt,
+    whose request is the chosen result, one per input: read back from the Parquet files."""
+    from synth.shards import iter_samples
+    from tests.fakes._server import FakeRequest
+    from tests.fakes.answers import caption2query_answer
+
+    seen: set[int] = set()
+    for sample in iter_samples(shards):
+        call = sample.provenance.llm_calls[0]
+        expected = caption2query_answer(FakeRequest((("user", call.prompt),), {}))
+        i = sample.provenance.seed
+        if (
+            call.response == expected
+            and call.results[call.chosen] == sample.turns[0].parts[0].text
+            and f"scene {i}." in call.prompt
+            and len(call.results) == 6
+        ):
+            seen.add(i)
+    return len(seen & set(range(n)))
+
+
+async def _bare_run(args: argparse.Namespace) -> tuple[float, float, dict[str, Any]]:
+    import random
+
+    import aiohttp
+    import orjson
+
+    from ops import OPS
+    from ops.engine.openai_backend import _body
+    from ops.protocol import GenerationParams
+
+    spec = OPS["caption2query"]
+    bodies = []
+    for i in range(args.n):  # the same requests run_op sends (its RNG draws the seed first)
+        rng = random.Random(i)
+        params = GenerationParams(max_tokens=spec.max_tokens, seed=rng.getrandbits(31))
+        bodies.append(
+            orjson.dumps(_body("gpt-4o-mini", spec.render({"caption": caption(i)}, rng, params)))
+        )
+    sem = asyncio.Semaphore(args.concurrency)
+    url = args.url + "/chat/completions"
+    headers = {"Content-Type": "application/json"}
+    retries = 0
+    t0, c0 = time.perf_counter(), time.process_time()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+
+        async def one(body: bytes) -> None:
+            nonlocal retries
+            while True:
+                async with sem, session.post(url, data=body, headers=headers) as resp:
+                    raw = await resp.read()
+                    wait = float(resp.headers.get("Retry-After", 1)) if resp.status == 429 else None
+                if wait is None:
+                    assert orjson.loads(raw)["choices"][0]["finish_reason"] == "stop"
+                    return
+                retries += 1
+                await asyncio.sleep(wait)
+
+        await asyncio.gather(*(one(b) for b in bodies))
+    return time.perf_counter() - t0, time.process_time() - c0, {"retries": retries}
+
+
+def child(args: argparse.Namespace) -> None:
+    if args.loop == "uvloop":
+        import uvloop
+
+        uvloop.install()
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.mode == "engine":
+            wall, cpu, extra = asyncio.run(_engine_run(args, Path(tmp)))
+        else:
+            wall, cpu, extra = asyncio.run(_bare_run(args))
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": rss_mb, **extra}))
+
+
+# ---- parent: servers, runs, table -------------------------------------------------------------
+
+
+def start_server(share_429: float) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakes.fake_openai", "--latency", "0.2",
+         "--share-429", str(share_429), "--retry-after", "1",
+         "--answer", "tests.fakes.answers:caption2query_answer"],
+        stdout=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline().strip()
+
+
+def run_child(mode: str, url: str, n: int, concurrency: int, loop: str) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--child", mode, "--url", url, "--n", str(n),
+           "--concurrency", str(concurrency), "--loop", loop]  # fmt: skip
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"{mode} run failed:\n{out.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    result["exec_to_exit_s"] = time.perf_counter() - t0
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--concurrency", type=int, nargs="*", default=[64, 256])
+    ap.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
+    ap.add_argument("--repeat", type=int, default=1, help="runs per cell; the fastest is reported")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "bench_ops.json")
+    ap.add_argument("--child", choices=["engine", "bare"])
+    ap.add_argument("--url", default="")
+    args = ap.parse_args()
+    if args.child:
+        args.mode, args.concurrency = args.child, args.concurrency[0]
+        child(args)
+        return
+
+    rows: list[dict[str, Any]] = []
+    for share in (0.0, 0.05):
+        proc, url = start_server(share)
+        try:
+            for conc in args.concurrency:
+                for mode in ("bare", "engine"):
+                    runs = [
+                        run_child(mode, url, args.n, conc, args.loop) for _ in range(args.repeat)
+                    ]
+                    best = min(runs, key=lambda r: r["wall_s"])
+                    rows.append({"mode": mode, "share_429": share, "concurrency": conc, **best})
+                    print(_line(rows[-1], args.n), flush=True)
+            if share == 0.0:
+                startup = run_child("engine", url, 10, 64, args.loop)
+                rows.append({"mode": "startup-10", "share_429": 0.0, "concurrency": 64, **startup})
+                print(
+                    f"start-up, 10-operation run, exec to exit: {startup['exec_to_exit_s']:.2f} s"
+                )
+        finally:
+            proc.terminate()
+    report = {
+        "n": args.n,
+        "loop": args.loop,
+        "cpus": len(os.sched_getaffinity(0)),
+        "load_avg_at_end": os.getloadavg(),
+        "rows": rows,
+        "ratios": _ratios(rows),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    for key, value in report["ratios"].items():
+        print(f"{key}: {value:.2f}x")
+    print(f"wrote {args.out}")
+
+
+def _line(r: dict[str, Any], n: int) -> str:
+    extra = f" incorrect={r['incorrect']}" if r["mode"] == "engine" else ""
+    return (
+        f"{r['mode']:7s} 429={r['share_429']:.0%} conc={r['concurrency']:4d} "
+        f"wall={r['wall_s']:6.2f}s {n / r['wall_s']:7.0f} op/s cpu={r['cpu_s'] / n * 1e3:6.3f} ms/op "
+        f"rss={r['peak_rss_mb']:6.1f} MB retries={r.get('retries', 0)}{extra}"
+    )
+
+
+def _ratios(rows: list[dict[str, Any]]) -> dict[str, float]:
+    cell = {(r["mode"], r["share_429"], r["concurrency"]): r["wall_s"] for r in rows}
+    return {
+        f"engine/bare wall, 429={share:.0%}, conc={conc}": cell[("engine", share, conc)]
+        / cell[("bare", share, conc)]
+        for (mode, share, conc) in cell
+        if mode == "engine"
+    }
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""Engine configuration: which backend and model, how hard to push it, where to cache, prices."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+BackendName = Literal["template", "local", "openai", "gemini"]
+
+# USD per million tokens, (input, output). Public list prices; extend or override with
+# ``EngineConfig(prices={...})`` (a model missing from both costs 0 and is reported as unpriced).
+DEFAULT_PRICES: dict[str, tuple[float, float]] = {
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4o-mini": (0.15, 0.60),
+    "gpt-4.1": (2.00, 8.00),
+    "gpt-4.1-mini": (0.40, 1.60),
+    "gpt-4.1-nano": (0.10, 0.40),
+    "gemini-2.0-flash": (0.10, 0.40),
+    "gemini-2.5-flash": (0.30, 2.50),
+    "gemini-2.5-pro": (1.25, 10.00),
+    # Offline backends cost nothing.
+    "template-v1": (0.0, 0.0),
+    "smollm2-135m": (0.0, 0.0),
+}
+
+_DEFAULT_MODEL: dict[str, str] = {
+    "template": "template-v1",
+    "local": "smollm2-135m",
+    "openai": "gpt-4o-mini",
+    "gemini": "gemini-2.0-flash",
+}
+_DEFAULT_KEY_ENV: dict[str, tuple[str, ...]] = {
+    "openai": ("OPENAI_API_KEY",),
+    "gemini": ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+}
+
+
+class EngineConfig(BaseModel):
+    """Everything the engine needs; API keys are never here, only the *name* of their variable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    backend: BackendName = "template"
+    model: str = ""  # empty: the backend's default (see _DEFAULT_MODEL)
+    base_url: str | None = None
+    api_key_env: str | None = Field(
+        default=None,
+        description="environment variable holding the API key; default OPENAI_API_KEY, "
+        "or GEMINI_API_KEY then GOOGLE_API_KEY",
+    )
+    concurrency: int = Field(default=64, ge=1)
+    rpm: float | None = Field(
+        default=None, gt=0, description="requests per minute; None = no limit"
+    )
+    tpm: float | None = Field(default=None, gt=0, description="tokens per minute; None = no limit")
+    max_retries: int = Field(default=8, ge=0)
+    timeout_s: float = Field(default=120.0, gt=0)
+    cache_dir: Path | None = None
+    prices: dict[str, tuple[float, float]] = {}
+
+    @model_validator(mode="after")
+    def _fill_model(self) -> EngineConfig:
+        if not self.model:
+            object.__setattr__(self, "model", _DEFAULT_MODEL[self.backend])
+        return self
+
+    @property
+    def price_table(self) -> dict[str, tuple[float, float]]:
+        return {**DEFAULT_PRICES, **self.prices}
+
+    def key_env_names(self) -> tuple[str, ...]:
+        if self.api_key_env:
+            return (self.api_key_env,)
+        return _DEFAULT_KEY_ENV.get(self.backend, ())
+
+    def api_key(self, *, required: bool) -> str | None:
+        """Read the key from the environment at the moment a client is built; never stored."""
+        import os
+
+        for name in self.key_env_names():
+            value = os.environ.get(name)
+            if value:
+                return value
+        if required:
+            names = " or ".join(self.key_env_names())
+            raise ValueError(f"backend {self.backend!r} needs an API key: set {names}.")
+        return None

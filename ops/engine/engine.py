@@ -1,0 +1,202 @@
+"""The engine: any ``Backend`` plus flow control, retries, the response cache and accounting.
+
+``Engine`` is itself a ``Backend``, so operations never know whether they talk to a bare
+backend or to the engine. One request goes:
+
+    cache lookup -> [slot (adaptive concurrency) -> RPM/TPM buckets -> backend] x retries
+                 -> accounting -> cache write (complete answers only)
+
+Retries (tenacity) cover 429, 5xx, timeouts and dropped connections, honour the server's
+Retry-After, and otherwise back off exponentially with full jitter. A retry waits *outside*
+its concurrency slot and re-enters at the head of the queue. The first attempt runs outside
+tenacity: entering ``AsyncRetrying`` costs ~50 µs, a twentieth of the per-request budget,
+and nearly every request succeeds at once.
+
+A completion cut off by length or a content filter is returned as it is, not retried here and
+never cached: the operation counts it as a rejection and asks again with a new ``attempt``
+(a new sample, a new cache key). Retries exhausted or a bad request give
+``finish_reason="error"`` with the error in ``text``; a configuration error (bad key, unknown
+model) raises, since every other request would fail the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+from tenacity.wait import wait_base
+
+from ops.engine.cache import ResponseCache, request_key
+from ops.engine.config import EngineConfig
+from ops.engine.errors import RateLimitedError, RequestError, TransientError
+from ops.engine.limits import AdaptiveLimiter, TokenBucket
+from ops.engine.stats import EngineStats, Usage
+from ops.protocol import Backend, LLMRequest, LLMResponse
+
+log = logging.getLogger("ops.engine")
+
+_RETRYABLE = (TransientError, TimeoutError, ConnectionError)
+
+
+def backoff_seconds(
+    exc: BaseException | None, failures: int, *, base: float = 0.5, cap: float = 30.0
+) -> float:
+    """Wait after the ``failures``-th failure: Retry-After (+0–20% jitter, so retries that were
+    refused together do not return together) or full-jitter exponential, whichever is longer."""
+    expo = random.uniform(0.0, min(cap, base * 2 ** (failures - 1)))
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is None:
+        return expo
+    return max(expo, retry_after * random.uniform(1.0, 1.2))
+
+
+class _WaitRetryAfter(wait_base):
+    def __call__(self, retry_state: RetryCallState) -> float:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        # +1: the first failure happened before tenacity took over.
+        return backoff_seconds(exc, retry_state.attempt_number + 1)
+
+
+class Engine:
+    def __init__(self, backend: Backend, config: EngineConfig):
+        self.backend = backend
+        self.config = config
+        self.name = backend.name
+        self.model = backend.model
+        self.stats = EngineStats()
+        limit = config.concurrency
+        backend_limit = getattr(backend, "max_concurrency", None)
+        if backend_limit is not None:
+            limit = min(limit, backend_limit)
+        self.limiter = AdaptiveLimiter(limit)
+        self._rpm = TokenBucket(config.rpm) if config.rpm else None
+        self._tpm = TokenBucket(config.tpm) if config.tpm else None
+        self._cache = ResponseCache(config.cache_dir) if config.cache_dir is not None else None
+        self._prices = config.price_table
+        if backend.model not in self._prices:
+            self.stats.unpriced.add(backend.model)
+        self._price_in, self._price_out = self._prices.get(backend.model, (0.0, 0.0))
+
+    @classmethod
+    def from_config(cls, config: EngineConfig) -> Engine:
+        from ops.engine import make_backend
+
+        return cls(make_backend(config), config)
+
+    async def complete(self, request: LLMRequest) -> LLMResponse:
+        op, mod = self.stats.usages(request.operation, self.model)
+        key = None
+        if self._cache is not None:
+            key = request_key(self.name, self.model, request)
+            hit = self._cache.get(key)
+            if hit is not None:
+                op.cache_hits += 1
+                mod.cache_hits += 1
+                return hit
+        response = await self._send(request, op, mod)
+        if response.finish_reason == "error":
+            return response  # counted in _failed; never cached
+        self._account(response, op, mod)
+        if key is not None and response.finish_reason == "stop":
+            assert self._cache is not None
+            self._cache.put(key, response)
+        return response
+
+    async def _send(self, request: LLMRequest, op: Usage, mod: Usage) -> LLMResponse:
+        try:
+            return await self._attempt(request, op, mod, retry=False)
+        except _RETRYABLE as exc:
+            first = exc
+        except RequestError as exc:
+            return self._failed(request, exc, op, mod)
+        if self.config.max_retries == 0:
+            return self._failed(request, first, op, mod)
+        log.debug("retrying %s after %r", request.operation, first)
+        await asyncio.sleep(backoff_seconds(first, 1))
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.config.max_retries),
+            wait=_WaitRetryAfter(),
+            retry=retry_if_exception_type(_RETRYABLE),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await self._attempt(request, op, mod, retry=True)
+        except (*_RETRYABLE, RequestError) as exc:
+            return self._failed(request, exc, op, mod)
+        raise AssertionError("unreachable: tenacity either returns or reraises")
+
+    async def _attempt(
+        self, request: LLMRequest, op: Usage, mod: Usage, *, retry: bool
+    ) -> LLMResponse:
+        await self.limiter.acquire(priority=retry)
+        estimate = 0.0
+        try:
+            if self._rpm is not None:
+                await self._rpm.take(1)
+            if self._tpm is not None:
+                estimate = _estimate_tokens(request)
+                await self._tpm.take(estimate)
+            op.attempts += 1
+            mod.attempts += 1
+            if retry:
+                op.retries += 1
+                mod.retries += 1
+            try:
+                response = await self.backend.complete(request)
+            except RateLimitedError as exc:
+                op.rate_limited += 1
+                mod.rate_limited += 1
+                self.limiter.on_rate_limited(exc.retry_after)
+                raise
+            self.limiter.on_success()
+            if self._tpm is not None:
+                self._tpm.settle(estimate, response.prompt_tokens + response.completion_tokens)
+                estimate = 0.0
+            return response
+        finally:
+            if estimate and self._tpm is not None:
+                self._tpm.settle(estimate, 0.0)  # refused: those tokens were not spent
+            self.limiter.release()
+
+    def _account(self, response: LLMResponse, op: Usage, mod: Usage) -> None:
+        cost = (
+            response.prompt_tokens * self._price_in + response.completion_tokens * self._price_out
+        ) * 1e-6
+        truncated = response.finish_reason in ("length", "content_filter")
+        for usage in (op, mod):
+            usage.requests += 1
+            usage.prompt_tokens += response.prompt_tokens
+            usage.completion_tokens += response.completion_tokens
+            usage.cost_usd += cost
+            usage.truncated += truncated
+
+    def _failed(
+        self, request: LLMRequest, exc: BaseException, op: Usage, mod: Usage
+    ) -> LLMResponse:
+        log.warning("%s failed for good: %s", request.operation, exc)
+        op.errors += 1
+        mod.errors += 1
+        return LLMResponse(
+            text=f"{type(exc).__name__}: {exc}", finish_reason="error", model=self.model
+        )
+
+    async def aclose(self) -> None:
+        await self.backend.aclose()
+        if self._cache is not None:
+            self._cache.close()
+
+    async def __aenter__(self) -> Engine:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+def _estimate_tokens(request: LLMRequest) -> float:
+    """Tokens a request may use, for the TPM bucket before the server tells: ~4 characters per
+    prompt token plus the whole completion budget (what providers reserve against TPM)."""
+    return sum(len(m.content) for m in request.messages) / 4 + request.params.max_tokens

@@ -1,0 +1,58 @@
+"""Token, cost and reliability accounting, per operation and per model.
+
+Plain dataclasses: the progress bar reads them live, the manifest summary stores ``as_dict()``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+
+@dataclass
+class Usage:
+    requests: int = 0  # answers from the backend (not the cache), whatever their finish reason
+    cache_hits: int = 0
+    attempts: int = 0  # calls to the backend, retries included
+    retries: int = 0
+    rate_limited: int = 0  # 429 answers
+    errors: int = 0  # requests that failed for good (retries exhausted, bad request)
+    truncated: int = 0  # finish_reason length or content_filter
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+
+    def add(self, other: Usage) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+
+@dataclass
+class EngineStats:
+    by_operation: dict[str, Usage] = field(default_factory=dict)
+    by_model: dict[str, Usage] = field(default_factory=dict)
+    # Models that answered but have no entry in the price table: their cost is counted as 0.
+    unpriced: set[str] = field(default_factory=set)
+
+    def usages(self, operation: str, model: str) -> tuple[Usage, Usage]:
+        op = self.by_operation.get(operation)
+        if op is None:
+            op = self.by_operation[operation] = Usage()
+        mod = self.by_model.get(model)
+        if mod is None:
+            mod = self.by_model[model] = Usage()
+        return op, mod
+
+    @property
+    def total(self) -> Usage:
+        total = Usage()
+        for usage in self.by_model.values():
+            total.add(usage)
+        return total
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "total": asdict(self.total),
+            "by_operation": {k: asdict(v) for k, v in sorted(self.by_operation.items())},
+            "by_model": {k: asdict(v) for k, v in sorted(self.by_model.items())},
+            "unpriced_models": sorted(self.unpriced),
+        }

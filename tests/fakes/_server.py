@@ -1,0 +1,189 @@
+"""What the fake OpenAI and Gemini servers share: a background-thread aiohttp server, a fault
+plan, a request log, and the answer function.
+
+The server speaks real HTTP on 127.0.0.1 (a free port), so the real client libraries run
+unmodified against it: mocks that patch a transport would not exercise them (openai 3.x and
+google-genai use httpx2 or aiohttp, which respx-style mocks do not intercept).
+
+Faults are scripted, so a test knows exactly what the client went through:
+``FaultPlan(first=("429", "500", "timeout", "length"))`` answers the first four requests
+with those faults, then draws from ``share`` (``{"429": 0.05}``: 5% of the rest) with a
+seeded RNG. ``"timeout"`` sleeps ``hang_s`` before answering, past the client's timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from aiohttp import web
+
+Fault = Literal["ok", "429", "500", "timeout", "length"]
+
+
+@dataclass(frozen=True)
+class FakeRequest:
+    """A chat request as either server received it: (role, text) messages, and the raw body."""
+
+    messages: tuple[tuple[str, str], ...]
+    body: Mapping[str, object]
+
+    @property
+    def prompt(self) -> str:
+        return "\n".join(text for _, text in self.messages)
+
+
+AnswerFn = Callable[[FakeRequest], str]
+
+
+def echo_answer(request: FakeRequest) -> str:
+    """The default answer: stable and derived from the prompt, so it can be checked."""
+    last = request.messages[-1][1] if request.messages else ""
+    return f"answer to: {last[:200]}"
+
+
+@dataclass(frozen=True)
+class FaultPlan:
+    first: Sequence[Fault] = ()
+    share: Mapping[Fault, float] = field(default_factory=dict)
+    retry_after_s: float | None = 0.05  # sent as Retry-After; None: header omitted
+    hang_s: float = 30.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class LoggedRequest:
+    t: float  # time.monotonic() on arrival
+    path: str
+    body: Mapping[str, object]
+    headers: Mapping[str, str]
+    fault: Fault
+
+
+def count_tokens(text: str) -> int:
+    """The fakes' token count, deterministic so tests can check cost accounting: 4 chars each."""
+    return (len(text) + 3) // 4
+
+
+class FakeServer:
+    """Base: subclasses add routes in ``_routes`` and format answers and errors."""
+
+    def __init__(
+        self,
+        answer: AnswerFn = echo_answer,
+        *,
+        latency_s: float = 0.0,
+        faults: FaultPlan | None = None,
+        api_key: str | None = None,
+        log_requests: bool = True,
+    ):
+        self.answer = answer
+        self.latency_s = latency_s
+        self.faults = faults or FaultPlan()
+        self.api_key = api_key
+        self.log_requests = log_requests
+        self.log: list[LoggedRequest] = []
+        self.count = 0
+        self._rng = random.Random(self.faults.seed)
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    # Subclass hooks --------------------------------------------------------------------
+    def _routes(self, app: web.Application) -> None:
+        raise NotImplementedError
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    # Faults --------------------------------------------------------------------------------
+    def next_fault(self) -> Fault:
+        i = self.count
+        self.count += 1
+        plan = self.faults
+        if i < len(plan.first):
+            return plan.first[i]
+        if plan.share:
+            draw = self._rng.random()
+            for fault, share in plan.share.items():
+                if draw < share:
+                    return fault
+                draw -= share
+        return "ok"
+
+    def set_faults(self, faults: FaultPlan) -> None:
+        """Replace the plan and restart its counter (between two phases of a test)."""
+        self.faults = faults
+        self.count = 0
+        self._rng = random.Random(faults.seed)
+
+    def record(self, request: web.Request, body: Mapping[str, object], fault: Fault) -> None:
+        if self.log_requests:
+            self.log.append(
+                LoggedRequest(time.monotonic(), request.path, body, dict(request.headers), fault)
+            )
+
+    async def delay(self, fault: Fault) -> None:
+        if fault == "timeout":
+            await asyncio.sleep(self.faults.hang_s)
+        elif self.latency_s:
+            await asyncio.sleep(self.latency_s)
+
+    def retry_headers(self) -> dict[str, str]:
+        ra = self.faults.retry_after_s
+        return {} if ra is None else {"Retry-After": f"{ra:g}"}
+
+    # Lifecycle -----------------------------------------------------------------------------
+    def start(self) -> FakeServer:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        ready = threading.Event()
+
+        def serve() -> None:
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            self._loop = loop
+            app = web.Application()
+            self._routes(app)
+            self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+            loop.run_until_complete(self._runner.setup())
+            loop.run_until_complete(web.SockSite(self._runner, sock, backlog=1024).start())
+            ready.set()
+            loop.run_forever()
+            # Hanging handlers ("timeout" faults) are cancelled, not waited for.
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(self._runner.cleanup())
+            loop.close()
+
+        self._thread = threading.Thread(target=serve, name=type(self).__name__, daemon=True)
+        self._thread.start()
+        ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+            self._loop = None
+
+    def __enter__(self) -> FakeServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def reset_log(self) -> None:
+        self.log.clear()
+        self.count = 0

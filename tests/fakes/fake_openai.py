@@ -1,0 +1,120 @@
+"""A fake OpenAI-compatible chat server: ``POST /v1/chat/completions`` in the OpenAI wire format.
+
+Used by the tests (as the ``fake_openai`` fixture) and by ``bench/bench_ops.py``, which runs it
+in its own process so its CPU is not charged to the client::
+
+    python -m tests.fakes.fake_openai --latency 0.2 --share-429 0.05
+    # prints the base URL (http://127.0.0.1:PORT/v1) on stdout, serves until killed
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import itertools
+import time
+
+import orjson
+from aiohttp import web
+
+from tests.fakes._server import FakeRequest, FakeServer, FaultPlan, count_tokens, echo_answer
+
+_ids = itertools.count()
+
+
+class FakeOpenAI(FakeServer):
+    @property
+    def base_url(self) -> str:
+        return f"{self.url}/v1"
+
+    def _routes(self, app: web.Application) -> None:
+        app.router.add_post("/v1/chat/completions", self._chat)
+
+    async def _chat(self, request: web.Request) -> web.Response:
+        if (
+            self.api_key is not None
+            and request.headers.get("Authorization") != f"Bearer {self.api_key}"
+        ):
+            return _error(401, "Incorrect API key provided.", "invalid_api_key")
+        body = orjson.loads(await request.read())
+        fault = self.next_fault()
+        self.record(request, body, fault)
+        await self.delay(fault)
+        if fault == "429":
+            return _error(
+                429, "Rate limit reached for requests.", "rate_limit_exceeded", self.retry_headers()
+            )
+        if fault == "500":
+            return _error(
+                500, "The server had an error while processing your request.", "server_error"
+            )
+        messages = tuple((m["role"], m["content"]) for m in body["messages"])
+        text = self.answer(FakeRequest(messages, body))
+        finish = "stop"
+        if fault == "length":
+            text, finish = text[: max(1, len(text) // 2)], "length"
+        prompt_tokens = sum(count_tokens(c) for _, c in messages)
+        completion_tokens = count_tokens(text)
+        payload = {
+            "id": f"chatcmpl-{next(_ids)}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model", "fake"),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": finish,
+                    "logprobs": None,
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        }
+        return web.Response(body=orjson.dumps(payload), content_type="application/json")
+
+
+def _error(
+    status: int, message: str, code: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    payload = {"error": {"message": message, "type": code, "param": None, "code": code}}
+    return web.Response(
+        status=status, body=orjson.dumps(payload), content_type="application/json", headers=headers
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--latency", type=float, default=0.2)
+    parser.add_argument("--share-429", type=float, default=0.0)
+    parser.add_argument("--retry-after", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--answer", default="", help="module:function mapping a FakeRequest to the answer text"
+    )
+    args = parser.parse_args()
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    plan = FaultPlan(share={"429": args.share_429}, retry_after_s=args.retry_after, seed=args.seed)
+    answer = echo_answer
+    if args.answer:
+        module, _, function = args.answer.partition(":")
+        answer = getattr(importlib.import_module(module), function)
+    server = FakeOpenAI(answer, latency_s=args.latency, faults=plan, log_requests=False).start()
+    print(server.base_url, flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""The response cache: keys, concurrent writers in two processes, nothing secret stored."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from ops.engine.cache import ResponseCache, request_key
+from ops.protocol import GenerationParams, LLMRequest, LLMResponse, Message
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _request(text: str = "hello", **params: object) -> LLMRequest:
+    return LLMRequest("op", (Message("user", text),), GenerationParams(**params))  # type: ignore[arg-type]
+
+
+def test_key_covers_what_is_sent_and_nothing_else() -> None:
+    base = request_key("openai", "m", _request())
+    assert base == request_key("openai", "m", _request())
+    # Variables are never sent, so they are not part of the key.
+    assert base == request_key(
+        "openai", "m", LLMRequest("op", (Message("user", "hello"),), variables={"x": 1})
+    )
+    different = [
+        request_key("gemini", "m", _request()),
+        request_key("openai", "m2", _request()),
+        request_key("openai", "m", _request("hello!")),
+        request_key("openai", "m", _request(attempt=1)),
+        request_key("openai", "m", _request(seed=1)),
+        request_key("openai", "m", _request(temperature=0.5)),
+        request_key("openai", "m", _request(max_tokens=10)),
+        request_key("openai", "m", LLMRequest("op", (Message("system", "hello"),))),
+    ]
+    assert len({base, *different}) == len(different) + 1
+
+
+def test_round_trip_and_persistence(tmp_path: Path) -> None:
+    response = LLMResponse("text ✓ 中文", "stop", "m", 12, 34)
+    cache = ResponseCache(tmp_path)
+    key = request_key("openai", "m", _request())
+    assert cache.get(key) is None
+    cache.put(key, response)
+    cache.close()
+    reopened = ResponseCache(tmp_path)
+    assert reopened.get(key) == response and len(reopened) == 1
+
+
+_WRITER = textwrap.dedent(
+    """
+    import sys, time
+    from ops.engine.cache import ResponseCache, request_key
+    from ops.protocol import LLMRequest, LLMResponse, Message
+    cache_dir, name, start = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    cache = ResponseCache(cache_dir)
+    while time.time() < start:
+        time.sleep(0.001)
+    for i in range(400):
+        # Keys 0-199 are written by both processes; 200-399 by each alone.
+        k = f"shared {i}" if i < 200 else f"{name} {i}"
+        key = request_key("openai", "m", LLMRequest("op", (Message("user", k),)))
+        cache.put(key, LLMResponse("answer " + k, "stop", "m", i, i))
+        assert cache.get(key) is not None
+    cache.close()
+    """
+)
+
+
+def test_two_processes_write_concurrently(tmp_path: Path) -> None:
+    start = time.time() + 1.0  # both start writing at the same instant
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path), name, str(start)], cwd=ROOT)
+        for name in ("a", "b")
+    ]
+    assert [p.wait(60) for p in procs] == [0, 0]
+    cache = ResponseCache(tmp_path)
+    assert len(cache) == 200 + 2 * 200
+    for k in [f"shared {i}" for i in range(200)] + [
+        f"{n} {i}" for n in "ab" for i in range(200, 400)
+    ]:
+        got = cache.get(request_key("openai", "m", LLMRequest("op", (Message("user", k),))))
+        assert got is not None and got.text == "answer " + k

@@ -1,0 +1,54 @@
+"""The offline ``local`` backend end to end: SmolLM2-135M in-process behind llama.cpp's server.
+
+A 135M model fails most validators; what is checked is the plumbing and the reasons, never
+its wording: every call reaches the model over HTTP, every outcome is a result or a named
+rejection, and the engine accounts for every token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+
+import pytest
+
+from ops import run_op
+from ops.engine import Engine, EngineConfig
+from ops.engine.local_backend import local_available
+from ops.protocol import GenerationParams
+from tests.ops_cases import INPUTS
+
+pytestmark = pytest.mark.skipif(
+    local_available() is not None, reason=f"local backend unavailable: {local_available()}"
+)
+REASON = re.compile(r"^(llm|parse|validate):[a-z-]+$")
+OPS = ("A_from_caption", "Q_from_caption")  # the shortest prompts: prefill dominates on a CPU
+
+
+def test_a_few_operations_through_the_embedded_model() -> None:
+    async def run() -> tuple[list, Engine]:
+        async with Engine.from_config(EngineConfig(backend="local", timeout_s=120)) as engine:
+            params = GenerationParams(max_tokens=48, temperature=0.7)
+            results = [
+                await run_op(
+                    engine, op, INPUTS[op], random.Random(i), max_attempts=1, params=params
+                )
+                for i, op in enumerate(OPS)
+            ]
+            return results, engine
+
+    results, engine = asyncio.run(run())
+    usage = engine.stats.total
+    assert usage.requests == len(OPS) and usage.errors == 0
+    assert usage.prompt_tokens > 200 * len(OPS) and usage.completion_tokens > 0
+    assert usage.cost_usd == 0 and engine.stats.unpriced == set()
+    for op, result in zip(OPS, results, strict=True):
+        assert result.operation == op and result.attempts == 1
+        if result.ok:
+            assert result.call is not None and result.call.backend == "local"
+            assert result.call.model == "smollm2-135m"
+        else:
+            assert REASON.match(result.reason or ""), result.reason
+            assert result.detail
+    print({op: r.reason or "ok" for op, r in zip(OPS, results, strict=True)})
