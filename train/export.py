@@ -1,0 +1,74 @@
+"""``python -m train export``: a training checkpoint -> consolidated safetensors in BAGEL's layout.
+
+Runs in one CPU process: the sharded DCP checkpoint is read into a plain (unsharded) model and
+handed to the model's BAGEL adapter, which writes BAGEL's file names and tensor names.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.distributed.checkpoint as dcp
+import typer
+import yaml
+from torch import nn
+
+from train.checkpoint import MARKER, Checkpointer
+
+export_app = typer.Typer(add_completion=False, help="Export a checkpoint in BAGEL's layout.")
+
+
+def find_checkpoint(path: Path) -> Path:
+    """``path`` itself when it is a complete checkpoint, else the newest one of a run dir."""
+    if (path / MARKER).is_file():
+        return path
+    for root in (path / "ckpt", path):
+        latest = Checkpointer(root, keep=1).latest()
+        if latest is not None:
+            return latest.path
+    raise ValueError(f"{path} is neither a complete checkpoint nor a run directory holding one")
+
+
+def load_checkpoint_model(checkpoint: Path, ema: bool = False) -> nn.Module:
+    """The checkpoint's weights in a plain CPU ``ChatUMM`` (the EMA weights with ``ema``)."""
+    from train.model import ChatUMM, ModelConfig
+
+    saved = yaml.safe_load((checkpoint / "config.yaml").read_text(encoding="utf-8"))
+    with torch.device("meta"):
+        model = ChatUMM(ModelConfig.from_dict(saved["model"]))
+    model.to_empty(device="cpu")
+    with torch.no_grad():
+        model.init_weights()  # fills the non-persistent buffers; every weight is then loaded
+    state = {"app": {"model": model.state_dict()}}
+    dcp.load(state, checkpoint_id=checkpoint, no_dist=True)
+    model.load_state_dict(state["app"]["model"])
+    if ema:
+        keys = dcp.FileSystemReader(checkpoint).read_metadata().state_dict_metadata
+        names = [k.removeprefix("ema.") for k in keys if k.startswith("ema.")]
+        if not names:
+            raise ValueError(
+                f"{checkpoint} holds no EMA weights (trained with optim.ema_decay null)"
+            )
+        params = dict(model.named_parameters())
+        averaged = {"ema": {n: torch.empty_like(params[n]) for n in names}}
+        dcp.load(averaged, checkpoint_id=checkpoint, no_dist=True)
+        with torch.no_grad():
+            for name, value in averaged["ema"].items():
+                params[name].copy_(value)
+    return model
+
+
+@export_app.command()
+def export(
+    checkpoint: Path = typer.Argument(..., help="a checkpoint directory, or a run directory"),
+    out: Path = typer.Argument(..., help="directory for BAGEL's safetensors and configs"),
+    ema: bool = typer.Option(False, help="export the EMA weights instead of the online ones"),
+) -> None:
+    """Write the checkpoint's model as BAGEL's consolidated safetensors."""
+    from train.model.bagel_adapter import export_bagel_checkpoint
+
+    path = find_checkpoint(checkpoint)
+    model = load_checkpoint_model(path, ema=ema)
+    export_bagel_checkpoint(model, out)
+    typer.echo(f"exported {path} to {out}")

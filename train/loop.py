@@ -1,0 +1,305 @@
+"""The training run: set up ranks, build and shard the model, stream packs, step, log, save.
+
+``train(...)`` is what ``python -m train`` (under ``torchrun`` or as one process) calls. Every rank
+runs the same code; rank 0 alone writes logs and checkpoint metadata.
+
+Data: rank ``r`` with ``grad_accum = A`` runs ``A`` loaders, loader ``j`` being data-parallel
+rank ``r * A + j`` of ``world * A``. The packs of a step therefore depend only on
+``world * A``: one process accumulating two packs trains on exactly the packs two processes
+take one each, which is what makes the 1-rank and 2-rank steps comparable.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from train.checkpoint import Checkpointer, ModelOptimizerState, rng_state, set_rng_state
+from train.config import TrainConfig
+from train.metrics import MetricsLogger, peak_flops
+from train.optim import EMA, build_optimizer, build_scheduler, trainable_summary
+from train.parallelize import build_mesh, parallelize
+from train.resolve import (
+    apply_freeze,
+    flops_per_token,
+    resolve_data_config,
+    resolve_model_config,
+    resolved_config_text,
+)
+from train.step import StepResult, train_step
+
+
+@dataclass
+class Runtime:
+    rank: int
+    world_size: int
+    device: torch.device
+
+    def barrier(self) -> None:
+        dist.barrier()
+
+
+def init_runtime(device_pref: str) -> Runtime:
+    """Join the process group: ``env://`` under torchrun, an in-process store when alone."""
+    use_cuda = device_pref == "cuda" or (device_pref == "auto" and torch.cuda.is_available())
+    if device_pref == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but CUDA is not available")
+    backend = "nccl" if use_cuda else "gloo"
+    if "RANK" in os.environ:
+        dist.init_process_group(backend)
+    else:
+        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    if use_cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    else:
+        device = torch.device("cpu")
+    return Runtime(rank, world, device)
+
+
+class StopFlag:
+    """Set by SIGTERM (and SIGINT); the loop saves a checkpoint and exits at the next step."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = {
+            s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)
+        }
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested = True
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def build_model(cfg: TrainConfig, model_cfg: Any, rt: Runtime, init_from: Path | None) -> nn.Module:
+    """Build on the meta device, materialise and initialise on CPU (the same seed on every rank,
+    so every rank holds the same full weights before sharding), optionally load BAGEL's
+    weights, freeze, and shard onto the device."""
+    from train.model import ChatUMM
+
+    with torch.device("meta"):
+        model = ChatUMM(model_cfg)
+    model.to_empty(device="cpu")
+    torch.manual_seed(cfg.seed)
+    with torch.no_grad():
+        model.init_weights()
+    if init_from is not None:
+        from train.model.bagel_adapter import load_bagel_checkpoint
+
+        load_bagel_checkpoint(model, init_from)
+    apply_freeze(model, cfg.optim.freeze)
+    mesh = build_mesh(rt.device.type, rt.world_size, cfg.parallel.num_shard)
+    parallelize(model, mesh, cfg.parallel, rt.device)
+    return model
+
+
+def _loaders(cfg: TrainConfig, data: list[Path], data_cfg: Any, rt: Runtime) -> list[Any]:
+    from train.data import PackedLoader, load_tokenizer
+
+    tokenizer = load_tokenizer(cfg.tokenizer)
+    accum = cfg.grad_accum
+    return [
+        PackedLoader(
+            [str(p) for p in data],
+            data_cfg,
+            tokenizer,
+            dp_rank=rt.rank * accum + j,
+            dp_world_size=rt.world_size * accum,
+        )
+        for j in range(accum)
+    ]
+
+
+def train(
+    cfg: TrainConfig,
+    data: list[Path],
+    out: Path,
+    *,
+    resume: bool = False,
+    init_from: Path | None = None,
+) -> int:
+    """Run training; returns the last completed step. Call inside or outside torchrun."""
+    rt = init_runtime(cfg.device)
+    try:
+        return _train(cfg, data, out, rt, resume=resume, init_from=init_from)
+    finally:
+        dist.destroy_process_group()
+
+
+def _train(
+    cfg: TrainConfig,
+    data: list[Path],
+    out: Path,
+    rt: Runtime,
+    *,
+    resume: bool,
+    init_from: Path | None,
+) -> int:
+    ckpt = Checkpointer(
+        out / "ckpt", keep=cfg.checkpoint.keep, rank=rt.rank, world_size=rt.world_size
+    )
+    latest = ckpt.latest()
+    if latest is not None and not resume:
+        raise ValueError(
+            f"{out} already holds checkpoint {latest.path.name}; pass --resume to continue it "
+            "or choose a fresh --out"
+        )
+    model_cfg = resolve_model_config(cfg, init_from if latest is None else None, latest)
+    data_cfg = resolve_data_config(cfg, model_cfg)
+    config_text = resolved_config_text(cfg, model_cfg, data_cfg)
+    model = build_model(cfg, model_cfg, rt, init_from if latest is None else None)
+    optimizer = build_optimizer(model, cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.optim)
+    ema = EMA(model, cfg.optim.ema_decay) if cfg.optim.ema_decay else None
+    loaders = _loaders(cfg, data, data_cfg, rt)
+
+    states: dict[str, Any] = {"app": ModelOptimizerState(model, optimizer), "scheduler": scheduler}
+    if ema is not None:
+        states["ema"] = ema.state_dict()
+    step = nonfinite = 0
+    if latest is not None:
+        per_rank = ckpt.load(latest, states)
+        if ema is not None:
+            ema.load_state_dict(states["ema"])
+        for loader, state in zip(loaders, per_rank["loaders"], strict=True):
+            loader.load_state_dict(state)
+        set_rng_state(per_rank["rng"])
+        step, nonfinite = per_rank["step"], per_rank["nonfinite"]
+
+    if rt.rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(config_text, encoding="utf-8")
+    log = MetricsLogger(
+        out,
+        rank=rt.rank,
+        start_step=step,
+        max_steps=cfg.max_steps,
+        tensorboard=cfg.log.tensorboard,
+        progress=cfg.log.progress,
+    )
+    trainable, frozen = trainable_summary(model.named_parameters())
+    log.message(
+        f"{'resumed at step ' + str(step) if step else 'starting'}: {rt.world_size} rank(s) on "
+        f"{rt.device.type}, {trainable / 1e6:.2f}M trainable / {frozen / 1e6:.2f}M frozen "
+        f"params (local shards), {cfg.grad_accum * rt.world_size} pack(s) per step"
+    )
+
+    def save(at: int) -> None:
+        per_rank = {
+            "loaders": [loader.state_dict() for loader in loaders],
+            "rng": rng_state(),
+            "step": at,
+            "nonfinite": nonfinite,
+        }
+        path = ckpt.save(at, states, per_rank, {"config.yaml": config_text})
+        log.message(f"saved checkpoint {path}")
+
+    stop = StopFlag()
+    peak = peak_flops(rt.device, cfg.log.peak_tflops)
+    streams: list[Iterator[Any]] = [iter(loader) for loader in loaders]
+    model.train()
+    try:
+        while step < cfg.max_steps:
+            started = time.perf_counter()
+            micro = [next(s) for s in streams]
+            result = train_step(
+                model,
+                optimizer,
+                micro,
+                step=step + 1,
+                seed=cfg.seed,
+                dp_rank=rt.rank,
+                dp_world=rt.world_size,
+                ce_weight=cfg.optim.ce_weight,
+                mse_weight=cfg.optim.mse_weight,
+                grad_clip=cfg.optim.grad_clip,
+                attention=cfg.parallel.attention,
+                device=rt.device,
+                stop_requested=stop.requested,
+            )
+            lr = scheduler.get_last_lr()[0]
+            step += 1
+            if result.finite:
+                scheduler.step()
+                if ema is not None:
+                    ema.update(model)
+            else:
+                nonfinite += 1
+                log.message(
+                    f"step {step}: non-finite loss or gradient, update skipped ({nonfinite})"
+                )
+            if rt.device.type == "cuda":
+                torch.cuda.synchronize(rt.device)
+            elapsed = time.perf_counter() - started
+            if step % cfg.log.every == 0 or step == cfg.max_steps:
+                log.log(
+                    _record(
+                        step, lr, result, elapsed, micro, model_cfg, peak, rt, loaders, nonfinite
+                    )
+                )
+            if nonfinite > cfg.max_nonfinite:
+                raise RuntimeError(
+                    f"{nonfinite} steps had a non-finite loss or gradient (max_nonfinite="
+                    f"{cfg.max_nonfinite}); stopping. Lower the learning rate or inspect the data."
+                )
+            if result.stop_requested:
+                save(step)
+                log.message(f"stop requested (SIGTERM): saved step {step}, exiting")
+                break
+            if step % cfg.checkpoint.every == 0 or step == cfg.max_steps:
+                save(step)
+    finally:
+        stop.restore()
+        log.close()
+    return step
+
+
+def _record(
+    step: int,
+    lr: float,
+    r: StepResult,
+    elapsed: float,
+    micro: list[Any],
+    model_cfg: Any,
+    peak: float | None,
+    rt: Runtime,
+    loaders: list[Any],
+    nonfinite: int,
+) -> dict[str, Any]:
+    tokens_per_s = r.real_tokens / elapsed
+    flops = flops_per_token(model_cfg, micro)
+    record: dict[str, Any] = {
+        "step": step,
+        "ce": r.ce,
+        "mse": r.mse,
+        "loss": r.ce + r.mse,
+        "lr": lr,
+        "grad_norm": r.grad_norm,
+        "tokens": r.real_tokens,
+        "tokens_per_s": tokens_per_s,
+        "packing": r.real_tokens / r.pack_tokens,
+        "mfu": flops * tokens_per_s / (peak * rt.world_size) if peak else None,
+        "step_s": elapsed,
+        "nonfinite_steps": nonfinite,
+    }
+    if rt.device.type == "cuda":
+        record["peak_mem_gib"] = torch.cuda.max_memory_allocated(rt.device) / 2**30
+    for loader in loaders[:1]:
+        stats = getattr(loader, "stats", None)
+        if stats is not None:
+            record["data"] = stats() if callable(stats) else stats
+    return record
