@@ -12,7 +12,11 @@ from pathlib import Path
 
 import typer
 
-train_app = typer.Typer(add_completion=False, help="Train ChatUMM on synthesized dialogue shards.")
+train_app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,  # plain tracebacks: one per rank under torchrun
+    help="Train ChatUMM on synthesized dialogue shards.",
+)
 
 
 @train_app.command()

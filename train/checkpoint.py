@@ -134,7 +134,7 @@ class Checkpointer:
         _barrier()
         state = dict(states)
         state[f"rank{self.rank}"] = pickle.dumps(per_rank)
-        dcp.save(state, checkpoint_id=tmp)
+        dcp.save(state, checkpoint_id=tmp, no_dist=not _distributed())
         if self.rank == 0:
             meta = {"step": step, "world_size": self.world_size, "saved_at": time.time()}
             for name, text in {"meta.json": json.dumps(meta, indent=2), **files}.items():
@@ -163,7 +163,7 @@ class Checkpointer:
         key = f"rank{self.rank}"
         state = dict(states)
         state[key] = b""
-        dcp.load(state, checkpoint_id=info.path)
+        dcp.load(state, checkpoint_id=info.path, no_dist=not _distributed())
         return pickle.loads(state[key])
 
 
@@ -182,6 +182,10 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
 def _barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
+    if _distributed():
         dist.barrier()

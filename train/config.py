@@ -71,6 +71,8 @@ class CheckpointConfig(_Section):
     every: int = Field(500, ge=1)
     keep: int = Field(3, ge=1)
     """Complete checkpoints to keep; older ones are deleted after a newer one is complete."""
+    save_final: bool = True
+    """Save at ``max_steps`` (off for throughput benchmarks)."""
 
 
 class LogConfig(_Section):

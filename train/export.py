@@ -16,7 +16,11 @@ from torch import nn
 
 from train.checkpoint import MARKER, Checkpointer
 
-export_app = typer.Typer(add_completion=False, help="Export a checkpoint in BAGEL's layout.")
+export_app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Export a checkpoint in BAGEL's layout.",
+)
 
 
 def find_checkpoint(path: Path) -> Path:

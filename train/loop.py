@@ -107,10 +107,17 @@ def build_model(cfg: TrainConfig, model_cfg: Any, rt: Runtime, init_from: Path |
     return model
 
 
-def _loaders(cfg: TrainConfig, data: list[Path], data_cfg: Any, rt: Runtime) -> list[Any]:
-    from train.data import PackedLoader, load_tokenizer
+def _loaders(
+    cfg: TrainConfig, data: list[Path], data_cfg: Any, vocab_size: int, rt: Runtime
+) -> list[Any]:
+    from train.data import PackedLoader, default_tokenizer_path, load_tokenizer
 
-    tokenizer = load_tokenizer(cfg.tokenizer)
+    tokenizer = load_tokenizer(cfg.tokenizer or default_tokenizer_path())
+    if tokenizer.vocab_size > vocab_size:
+        raise ValueError(
+            f"the tokenizer has {tokenizer.vocab_size} ids but the model's vocabulary holds "
+            f"{vocab_size}; raise model.overrides.llm.vocab_size or use the model's tokenizer"
+        )
     accum = cfg.grad_accum
     return [
         PackedLoader(
@@ -165,7 +172,7 @@ def _train(
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim)
     ema = EMA(model, cfg.optim.ema_decay) if cfg.optim.ema_decay else None
-    loaders = _loaders(cfg, data, data_cfg, rt)
+    loaders = _loaders(cfg, data, data_cfg, model_cfg.llm.vocab_size, rt)
 
     states: dict[str, Any] = {"app": ModelOptimizerState(model, optimizer), "scheduler": scheduler}
     if ema is not None:
@@ -260,7 +267,8 @@ def _train(
                 save(step)
                 log.message(f"stop requested (SIGTERM): saved step {step}, exiting")
                 break
-            if step % cfg.checkpoint.every == 0 or step == cfg.max_steps:
+            final = step == cfg.max_steps and cfg.checkpoint.save_final
+            if step % cfg.checkpoint.every == 0 or final:
                 save(step)
     finally:
         stop.restore()
@@ -298,8 +306,22 @@ def _record(
     }
     if rt.device.type == "cuda":
         record["peak_mem_gib"] = torch.cuda.max_memory_allocated(rt.device) / 2**30
-    for loader in loaders[:1]:
-        stats = getattr(loader, "stats", None)
-        if stats is not None:
-            record["data"] = stats() if callable(stats) else stats
+    record.update(_data_counters(loaders))
     return record
+
+
+def _data_counters(loaders: list[Any]) -> dict[str, Any]:
+    """The loaders' counters summed over every loader of every rank (a collective)."""
+    from train.data import LoaderStats
+
+    mine = LoaderStats.merged([loader.stats for loader in loaders])
+    everyone: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, mine)
+    total = LoaderStats.merged(everyone)
+    return {
+        "rows_read": total.rows_read,
+        "dialogues": total.dialogues,
+        "skipped_too_long": total.too_long,
+        "skipped_corrupt": dict(total.corrupt),
+        "packing_efficiency": total.packing_efficiency,
+    }
