@@ -22,7 +22,7 @@ is derived from ``document_ids_L``, ``segment_ids_L`` and ``noised_L`` by ``trai
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import torch
 
@@ -86,6 +86,8 @@ class PackedBatch:
     """Tokens of each dialogue in the pack, in order (sum = real tokens)."""
     tasks: list[str]
     """Task name of each dialogue in the pack."""
+    sample_ids: list[str] = field(default_factory=list)
+    """``DialogueSample.sample_id`` of each dialogue in the pack (tracing a batch to its rows)."""
 
     @property
     def seq_len(self) -> int:

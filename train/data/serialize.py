@@ -1,0 +1,263 @@
+"""One dialogue as a token stream (paper Figure 2): its layout, then its tensors.
+
+Layout, turn by turn, part by part (positions local to the dialogue):
+
+    text part         <|im_start|> text <|im_end|>                         causal
+    user image        [vs clean VAE latents ve] [vs ViT tokens ve]         context only
+    assistant image   [vs noised VAE latents ve]                           MSE (flow matching)
+                      + [vs clean VAE latents ve] [vs ViT tokens ve]       only if anything follows
+    end of turn       <|endoftext|> after each assistant turn
+
+Each ``[vs ... ve]`` is one image block: bidirectional inside, one RoPE id for all its tokens.
+A noised block does not advance the RoPE id and its clean copy reuses that id (BAGEL's rule);
+ids restart at 0 per dialogue. The clean copy follows a generated image whenever later tokens
+exist (a later turn, or the text answer after the image in an interleaved ``ti`` answer, which
+at inference is also written after the clean image is in context); the last image of a dialogue
+is only noised.
+
+Cross-entropy (``ce_index`` predicts ``ce_labels``): every token of an assistant text segment
+after its ``<|im_start|>`` (text and ``<|im_end|>``), and the intent: the first token of each
+assistant segment (``<|im_start|>`` text or ``<|vision_start|>`` image) and the end-of-turn
+token, each predicted from the token just before it. So the user's last ``<|im_end|>`` predicts
+``<|vision_start|>`` (draw), an image's last ``<|vision_end|>`` predicts ``<|im_start|>`` (talk)
+or ``<|endoftext|>`` (done). User tokens carry no loss.
+
+``plan_dialogue`` computes the layout and token count from the text and the image headers only,
+so a too-long dialogue is skipped without decoding a pixel; ``materialize`` builds the tensors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+
+from synth.contract import DialogueSample
+from train.data.tokenizer import ChatTokenizer
+from train.data.transforms import Transforms, decode_rgb, grid_position_ids, image_size, patchify
+
+BlockKind = Literal["text", "eot", "vae_noised", "vae_clean", "vit"]
+
+
+@dataclass(frozen=True)
+class Block:
+    """A contiguous run of the dialogue's tokens: a text segment, the end-of-turn token, or
+    one image block (markers included)."""
+
+    kind: BlockKind
+    turn: int
+    role: str
+    start: int
+    stop: int
+    image: int = -1
+    text_ids: tuple[int, ...] = ()
+    grid: tuple[int, int] = (0, 0)  # (rows, cols) of image tokens
+
+    @property
+    def is_image(self) -> bool:
+        return self.kind in ("vae_noised", "vae_clean", "vit")
+
+
+@dataclass(frozen=True)
+class DialoguePlan:
+    sample: DialogueSample
+    blocks: tuple[Block, ...]
+    num_tokens: int
+
+
+@dataclass
+class SerializedDialogue:
+    """One dialogue's tensors, positions local to it (``pack`` offsets them). Same shape
+    suffixes and meanings as ``train.batch.PackedBatch``; ``segment_ids_L`` numbers the image
+    blocks of this dialogue 0, 1, ... (-1 for text)."""
+
+    sample_id: str
+    task: str
+    blocks: tuple[Block, ...]
+    position_ids_L: torch.Tensor
+    expert_ids_L: torch.Tensor
+    segment_ids_L: torch.Tensor
+    noised_L: torch.Tensor
+    text_ids_N: torch.Tensor
+    text_index_N: torch.Tensor
+    ce_index_C: torch.Tensor
+    ce_labels_C: torch.Tensor
+    vit_patches_PD: torch.Tensor
+    vit_position_ids_P: torch.Tensor
+    vit_seqlens_V: torch.Tensor
+    vit_index_P: torch.Tensor
+    vae_images: list[torch.Tensor] = field(default_factory=list)
+    latent_position_ids_M: torch.Tensor = field(default_factory=lambda: torch.empty(0))
+    vae_index_M: torch.Tensor = field(default_factory=lambda: torch.empty(0))
+    timestep_logits_I: torch.Tensor = field(default_factory=lambda: torch.empty(0))
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.position_ids_L.numel())
+
+
+def plan_dialogue(
+    sample: DialogueSample, tokenizer: ChatTokenizer, transforms: Transforms
+) -> DialoguePlan:
+    """The block layout. Raises ``OSError``/``ValueError`` when an image header is unreadable."""
+    texts = [p.text for t in sample.turns for p in t.parts if p.type == "text" and p.text]
+    encoded = iter(tokenizer.encode_batch(texts))
+    sizes = [image_size(img.data) for img in sample.images]
+    last_turn = len(sample.turns) - 1
+    blocks: list[Block] = []
+    pos = 0
+
+    def add(kind: BlockKind, turn: int, role: str, length: int, **extra: object) -> None:
+        nonlocal pos
+        blocks.append(Block(kind, turn, role, pos, pos + length, **extra))  # type: ignore[arg-type]
+        pos += length
+
+    def add_image(kind: BlockKind, turn: int, role: str, index: int) -> None:
+        tf = transforms.vit if kind == "vit" else transforms.vae
+        rows, cols = tf.grid(*sizes[index])
+        add(kind, turn, role, rows * cols + 2, image=index, grid=(rows, cols))
+
+    for t, turn in enumerate(sample.turns):
+        for k, part in enumerate(turn.parts):
+            if part.type == "text":
+                ids = tuple(next(encoded))
+                add("text", t, turn.role, len(ids) + 2, text_ids=ids)
+                continue
+            assert part.image is not None
+            if turn.role == "assistant":
+                add_image("vae_noised", t, turn.role, part.image)
+                if t == last_turn and k == len(turn.parts) - 1:
+                    continue  # nothing reads it later: no clean copy
+            add_image("vae_clean", t, turn.role, part.image)
+            add_image("vit", t, turn.role, part.image)
+        if turn.role == "assistant":
+            add("eot", t, turn.role, 1)
+    return DialoguePlan(sample, tuple(blocks), pos)
+
+
+def materialize(
+    plan: DialoguePlan,
+    tokenizer: ChatTokenizer,
+    transforms: Transforms,
+    rng: np.random.Generator,
+) -> SerializedDialogue:
+    """Decode and transform the images, lay out every per-token tensor. ``rng`` draws the
+    timestep logit of each noised image (N(0, 1); the model applies sigmoid and the shift)."""
+    sp = tokenizer.special
+    n = plan.num_tokens
+    position = [0] * n
+    expert = [0] * n
+    segment = [-1] * n
+    noised = [False] * n
+    text_ids: list[int] = []
+    text_index: list[int] = []
+    ce_index: list[int] = []
+    ce_labels: list[int] = []
+    vit_patches: list[torch.Tensor] = []
+    vit_pos: list[torch.Tensor] = []
+    vit_seqlens: list[int] = []
+    vit_index: list[int] = []
+    vae_images: list[torch.Tensor] = []
+    latent_pos: list[torch.Tensor] = []
+    vae_index: list[int] = []
+    timesteps: list[float] = []
+    decoded: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def pixels(index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if index not in decoded:
+            image = decode_rgb(plan.sample.images[index].data)
+            decoded[index] = (transforms.vae(image), transforms.vit(image))
+        return decoded[index]
+
+    rope = 0
+    n_segments = 0
+    for b in plan.blocks:
+        first_of_segment = b.kind in ("text", "eot", "vae_noised")
+        if b.role == "assistant" and first_of_segment:
+            ce_index.append(b.start - 1)  # intent: the token before predicts how we go on
+            ce_labels.append(
+                {"text": sp.im_start, "eot": sp.end_of_turn}.get(b.kind, sp.vision_start)
+            )
+        if not b.is_image:
+            ids = [sp.end_of_turn] if b.kind == "eot" else [sp.im_start, *b.text_ids, sp.im_end]
+            text_ids.extend(ids)
+            text_index.extend(range(b.start, b.stop))
+            position[b.start : b.stop] = range(rope, rope + len(ids))
+            rope += len(ids)
+            if b.role == "assistant" and b.kind == "text":
+                ce_index.extend(range(b.start, b.stop - 1))
+                ce_labels.extend(ids[1:])
+            continue
+
+        rows, cols = b.grid
+        inner = range(b.start + 1, b.stop - 1)
+        text_ids.extend((sp.vision_start, sp.vision_end))
+        text_index.extend((b.start, b.stop - 1))
+        position[b.start : b.stop] = [rope] * (b.stop - b.start)
+        segment[b.start : b.stop] = [n_segments] * (b.stop - b.start)
+        n_segments += 1
+        vae_CHW, vit_CHW = pixels(b.image)
+        if b.kind == "vit":
+            assert vit_CHW.shape[1:] == (
+                rows * transforms.vit.cfg.stride,
+                cols * transforms.vit.cfg.stride,
+            )
+            vit_patches.append(patchify(vit_CHW, transforms.vit.cfg.stride))
+            vit_pos.append(grid_position_ids(rows, cols, transforms.max_patches_per_side))
+            vit_seqlens.append(rows * cols)
+            vit_index.extend(inner)
+            rope += 1
+            continue
+        assert vae_CHW.shape[1:] == (
+            rows * transforms.vae.cfg.stride,
+            cols * transforms.vae.cfg.stride,
+        )
+        vae_images.append(vae_CHW)
+        latent_pos.append(grid_position_ids(rows, cols, transforms.max_latent_size))
+        vae_index.extend(inner)
+        expert[b.start + 1 : b.stop - 1] = [1] * (rows * cols)
+        if b.kind == "vae_noised":
+            noised[b.start : b.stop] = [True] * (b.stop - b.start)
+            timesteps.append(float(rng.standard_normal()))
+        else:
+            timesteps.append(float("-inf"))
+            rope += 1
+
+    patch_dim = transforms.vit.cfg.stride**2 * 3
+    return SerializedDialogue(
+        sample_id=plan.sample.sample_id,
+        task=plan.sample.task,
+        blocks=plan.blocks,
+        position_ids_L=torch.tensor(position, dtype=torch.long),
+        expert_ids_L=torch.tensor(expert, dtype=torch.long),
+        segment_ids_L=torch.tensor(segment, dtype=torch.int32),
+        noised_L=torch.tensor(noised, dtype=torch.bool),
+        text_ids_N=torch.tensor(text_ids, dtype=torch.long),
+        text_index_N=torch.tensor(text_index, dtype=torch.long),
+        ce_index_C=torch.tensor(ce_index, dtype=torch.long),
+        ce_labels_C=torch.tensor(ce_labels, dtype=torch.long),
+        vit_patches_PD=torch.cat(vit_patches) if vit_patches else torch.empty(0, patch_dim),
+        vit_position_ids_P=_cat_long(vit_pos),
+        vit_seqlens_V=torch.tensor(vit_seqlens, dtype=torch.int32),
+        vit_index_P=torch.tensor(vit_index, dtype=torch.long),
+        vae_images=vae_images,
+        latent_position_ids_M=_cat_long(latent_pos),
+        vae_index_M=torch.tensor(vae_index, dtype=torch.long),
+        timestep_logits_I=torch.tensor(timesteps, dtype=torch.float32),
+    )
+
+
+def _cat_long(parts: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat(parts) if parts else torch.empty(0, dtype=torch.long)
+
+
+def serialize_dialogue(
+    sample: DialogueSample,
+    tokenizer: ChatTokenizer,
+    transforms: Transforms,
+    rng: np.random.Generator,
+) -> SerializedDialogue:
+    """``plan_dialogue`` then ``materialize``: the dialogue's full token stream."""
+    return materialize(plan_dialogue(sample, tokenizer, transforms), tokenizer, transforms, rng)

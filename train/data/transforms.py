@@ -1,0 +1,115 @@
+"""Image transforms for the ViT and the VAE, and the token grid each image becomes.
+
+An image's token count must be known before packing (packing never cuts an image), so the
+target size is a pure function of the source size (``ImageTransform.target_size``), read from
+the encoded header without decoding pixels. The resize rule is BAGEL's: scale the long side down
+to ``max_side``, the short side up to ``min_side``, round both to multiples of ``stride``, then
+shrink to the pixel budget and the long-side limit if rounding overshot them.
+
+Shape suffixes: H/W pixels, h/w tokens per side, P patches, D = patch * patch * 3.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from train.data.config import DataConfig, ImageTransformConfig
+
+
+@dataclass(frozen=True)
+class ImageTransform:
+    cfg: ImageTransformConfig
+
+    def _round(self, value: float) -> int:
+        stride = self.cfg.stride
+        return max(stride, round(value / stride) * stride)
+
+    def _scaled(self, width: int, height: int, scale: float) -> tuple[int, int]:
+        return self._round(width * scale), self._round(height * scale)
+
+    def target_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) after resizing: multiples of the stride within the limits."""
+        cfg = self.cfg
+        scale = min(cfg.max_side / max(width, height), 1.0)
+        scale = max(scale, cfg.min_side / min(width, height))
+        w, h = self._scaled(width, height, scale)
+        if w * h > cfg.max_pixels:
+            w, h = self._scaled(w, h, (cfg.max_pixels / (w * h)) ** 0.5)
+            # Rounding to the stride may land a hair above the budget: step down until inside.
+            while w * h > cfg.max_pixels:
+                w, h = (w - cfg.stride, h) if w >= h else (w, h - cfg.stride)
+        if max(w, h) > cfg.max_side:
+            w, h = self._scaled(w, h, cfg.max_side / max(w, h))
+        return w, h
+
+    def grid(self, width: int, height: int) -> tuple[int, int]:
+        """(rows, cols) of tokens the image becomes."""
+        w, h = self.target_size(width, height)
+        return h // self.cfg.stride, w // self.cfg.stride
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        """[3, H, W] float32 in [-1, 1]."""
+        w, h = self.target_size(*image.size)
+        if (w, h) != image.size:
+            image = image.resize((w, h), Image.Resampling.BICUBIC)
+        pixels_HWC = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy())
+        return pixels_HWC.permute(2, 0, 1).float().div_(127.5).sub_(1.0)
+
+
+@dataclass(frozen=True)
+class Transforms:
+    """Both transforms and the model's position grids (shared with the model config)."""
+
+    vit: ImageTransform
+    vae: ImageTransform
+    max_patches_per_side: int
+    max_latent_size: int
+
+    @classmethod
+    def from_config(cls, cfg: DataConfig) -> Transforms:
+        return cls(
+            ImageTransform(cfg.vit),
+            ImageTransform(cfg.vae),
+            cfg.max_patches_per_side,
+            cfg.max_latent_size,
+        )
+
+
+def image_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from the encoded header; raises ``OSError``/``ValueError`` if unreadable."""
+    with Image.open(io.BytesIO(data)) as img:
+        width, height = img.size
+    if width <= 0 or height <= 0:
+        raise ValueError(f"image has size {width}x{height}")
+    return width, height
+
+
+def decode_rgb(data: bytes) -> Image.Image:
+    """Decode fully to RGB; transparency is composited on white (as BAGEL does)."""
+    with Image.open(io.BytesIO(data)) as img:
+        img.load()
+        if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
+            rgba = img.convert("RGBA")
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            return Image.alpha_composite(white, rgba).convert("RGB")
+        return img.convert("RGB")
+
+
+def patchify(image_CHW: torch.Tensor, patch: int) -> torch.Tensor:
+    """[3, H, W] -> [h * w, patch * patch * 3], patches row-major, pixels in (p, p, c) order."""
+    c, height, width = image_CHW.shape
+    assert height % patch == 0 and width % patch == 0, (height, width, patch)
+    x = image_CHW.reshape(c, height // patch, patch, width // patch, patch)
+    return x.permute(1, 3, 2, 4, 0).reshape(-1, patch * patch * c)
+
+
+def grid_position_ids(rows: int, cols: int, max_per_side: int) -> torch.Tensor:
+    """row * max_per_side + col for a rows x cols grid, row-major (int64)."""
+    r = torch.arange(rows, dtype=torch.long)[:, None]
+    c = torch.arange(cols, dtype=torch.long)[None, :]
+    return (r * max_per_side + c).flatten()
