@@ -31,7 +31,9 @@ def _trained(seed: int) -> tuple[nn.Module, torch.optim.Optimizer, object]:
 def _save(ck: Checkpointer, step: int, seed: int = 0) -> Path:
     model, opt, sched = _trained(seed)
     states = {"app": ModelOptimizerState(model, opt), "scheduler": sched}
-    return ck.save(step, states, {"loader": {"row": step}, "rng": rng_state()}, {"config.yaml": "x: 1\n"})
+    return ck.save(
+        step, states, {"loader": {"row": step}, "rng": rng_state()}, {"config.yaml": "x: 1\n"}
+    )
 
 
 def test_round_trip_is_exact(tmp_path: Path) -> None:
@@ -39,11 +41,15 @@ def test_round_trip_is_exact(tmp_path: Path) -> None:
     model, opt, sched = _trained(0)
     torch.manual_seed(123)
     states = {"app": ModelOptimizerState(model, opt), "scheduler": sched}
-    path = ck.save(3, states, {"loader": {"row": 17}, "rng": rng_state()}, {"config.yaml": "x: 1\n"})
+    path = ck.save(
+        3, states, {"loader": {"row": 17}, "rng": rng_state()}, {"config.yaml": "x: 1\n"}
+    )
     after_save = torch.rand(3)
 
     other, other_opt, other_sched = _trained(1)
-    loaded = ck.load(ck.latest(), {"app": ModelOptimizerState(other, other_opt), "scheduler": other_sched})
+    loaded = ck.load(
+        ck.latest(), {"app": ModelOptimizerState(other, other_opt), "scheduler": other_sched}
+    )
     for a, b in zip(model.state_dict().values(), other.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     sa, sb = opt.state_dict()["state"], other_opt.state_dict()["state"]

@@ -238,7 +238,7 @@ def _train(
                 device=rt.device,
                 stop_requested=stop.requested,
             )
-            lr = scheduler.get_last_lr()[0]
+            lr = float(scheduler.get_last_lr()[0])
             step += 1
             if result.finite:
                 scheduler.step()

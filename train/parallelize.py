@@ -80,7 +80,12 @@ def apply_fsdp(model: nn.Module, mesh: DeviceMesh, mixed_precision: str) -> None
             fully_shard(sub, mesh=mesh, mp_policy=mp)
     vae = getattr(model, "vae", None)
     ignored = set(vae.parameters()) if isinstance(vae, nn.Module) else None
-    fully_shard(model, mesh=mesh, mp_policy=mp, ignored_params=ignored)
+    # The root's input is the whole PackedBatch: leave it in fp32 (pixels for the fp32 VAE,
+    # timestep logits); each sharded block casts its own inputs to bf16.
+    root_mp = MixedPrecisionPolicy(
+        param_dtype=mp.param_dtype, reduce_dtype=mp.reduce_dtype, cast_forward_inputs=False
+    )
+    fully_shard(model, mesh=mesh, mp_policy=root_mp, ignored_params=ignored)
 
 
 def parallelize(
