@@ -25,7 +25,7 @@ from train.loop import train
 from train.metrics import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
-STEPS = 16
+STEPS = 20
 
 
 def _config(tmp: Path, name: str, **changes: object) -> Path:
@@ -49,7 +49,9 @@ def _cli(*args: str | Path) -> list[str]:
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    # The thread count is left as in this process: it changes float reduction order, and the
+    # resume test compares a subprocess run with an in-process one bit for bit.
+    return {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
 @pytest.fixture(scope="module")
@@ -67,20 +69,47 @@ def reference(tmp_path_factory: pytest.TempPathFactory, shards: Path) -> Path:
     return out
 
 
-def test_tiny_run_lowers_both_losses(reference: Path) -> None:
+def _evaluate(model: torch.nn.Module, packs: list) -> tuple[float, float]:
+    """(CE, MSE) token means over fixed packs with fixed noise (the VAE's posterior mean)."""
+    model.eval()
+    sums = torch.zeros(4, dtype=torch.float64)
+    with torch.no_grad():
+        for i, pack in enumerate(packs):
+            torch.manual_seed(i)
+            t = model(pack)
+            sums += torch.tensor([t.ce_sum, t.ce_tokens, t.mse_sum, t.mse_tokens]).double()
+    return float(sums[0] / sums[1]), float(sums[2] / sums[3])
+
+
+def test_tiny_run_lowers_both_losses(reference: Path, shards: Path) -> None:
+    from train.data import PackedLoader, default_tokenizer_path, load_tokenizer
+    from train.export import load_checkpoint_model
+    from train.loop import initial_model
+    from train.resolve import resolve_data_config, resolve_model_config
+
     records = read_metrics(reference)
     assert [r["step"] for r in records] == list(range(1, STEPS + 1))
-    first, last = records[:4], records[-4:]
-    for key in ("ce", "mse"):
-        before = statistics.fmean(r[key] for r in first)
-        after = statistics.fmean(r[key] for r in last)
-        assert after < before, f"{key} did not go down: {before:.4f} -> {after:.4f}"
     for r in records:
         assert {"step", "ce", "mse", "lr", "grad_norm", "tokens_per_s", "packing"} <= set(r)
         assert 0 < r["packing"] <= 1 and r["skipped_corrupt"] == {}
     assert records[0]["lr"] == pytest.approx(1e-3 / 10) and records[-1]["lr"] == 1e-3
-    saved = yaml.safe_load((reference / "ckpt" / f"step-{STEPS:07d}" / "config.yaml").read_text())
+    # The training CE falls steeply; the per-step MSE is too noisy (fresh t and noise each
+    # step) to read in 20 steps, so both are also measured on fixed packs with fixed noise.
+    assert statistics.fmean(r["ce"] for r in records[-4:]) < records[0]["ce"] - 0.5
+
+    saved_path = reference / "ckpt" / f"step-{STEPS:07d}"
+    saved = yaml.safe_load((saved_path / "config.yaml").read_text())
     assert set(saved) == {"train", "model", "data"} and saved["train"]["max_steps"] == STEPS
+    cfg = TrainConfig.model_validate(saved["train"])
+    model_cfg = resolve_model_config(cfg, None, None)
+    loader = PackedLoader(
+        [shards], resolve_data_config(cfg, model_cfg), load_tokenizer(default_tokenizer_path())
+    )
+    packs = [pack for pack, _ in zip(loader, range(4), strict=False)]
+    ce0, mse0 = _evaluate(initial_model(cfg, model_cfg, None), packs)
+    ce1, mse1 = _evaluate(load_checkpoint_model(saved_path), packs)
+    assert ce1 < ce0 - 1.0, (ce0, ce1)
+    assert mse1 < mse0, (mse0, mse1)
 
 
 def test_sigkill_then_resume_reproduces_the_losses(
@@ -148,12 +177,11 @@ def test_two_ranks_take_the_same_step_as_one_rank_accumulating(
     steps = 2
     optim = {"lr": 1e-4, "warmup_steps": 1}
     two = tmp_path / "two"
+    config = _config(tmp_path, "two", optim=optim)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    args = ["--config", config, "--data", shards, "--out", two, "--max-steps", steps]
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-        + _cli("--config", _config(tmp_path, "two", optim=optim), "--data", shards, "--out", two)[
-            1:
-        ]
-        + ["--max-steps", str(steps)],
+        [*torchrun, "--nproc-per-node", "2", "-m", "train", *map(str, args)],
         env=_env(),
         capture_output=True,
         text=True,
@@ -175,9 +203,14 @@ def test_two_ranks_take_the_same_step_as_one_rank_accumulating(
 
     w1 = load_checkpoint_model(one / "ckpt" / f"step-{steps:07d}").state_dict()
     w2 = load_checkpoint_model(two / "ckpt" / f"step-{steps:07d}").state_dict()
-    worst = max((w1[k] - w2[k]).abs().max().item() for k in w1)
-    # Reduction order differs (local accumulation vs reduce-scatter): float32 rounding only.
+    # The ViT's key bias has an exactly-zero true gradient (softmax ignores a constant added to
+    # every key); its computed gradient is float32 rounding noise whose sign depends on the
+    # reduction order, and AdamW with eps=1e-15 turns any nonzero gradient into a +-lr step.
+    noise_only = {k for k in w1 if k.startswith("vit.") and k.endswith("k_proj.bias")}
+    worst = max((w1[k] - w2[k]).abs().max().item() for k in w1 if k not in noise_only)
+    # Otherwise only the reduction order differs (local accumulation vs reduce-scatter).
     assert worst < 1e-6, worst
+    assert all((w1[k] - w2[k]).abs().max().item() <= 2 * steps * optim["lr"] for k in noise_only)
 
 
 def test_export_to_bagel_layout_and_reimport_is_exact(tmp_path: Path, reference: Path) -> None:

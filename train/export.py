@@ -34,10 +34,11 @@ def find_checkpoint(path: Path) -> Path:
     raise ValueError(f"{path} is neither a complete checkpoint nor a run directory holding one")
 
 
-def load_checkpoint_model(checkpoint: Path, ema: bool = False) -> nn.Module:
+def load_checkpoint_model(checkpoint: str | Path, ema: bool = False) -> nn.Module:
     """The checkpoint's weights in a plain CPU ``ChatUMM`` (the EMA weights with ``ema``)."""
     from train.model import ChatUMM, ModelConfig
 
+    checkpoint = Path(checkpoint)
     saved = yaml.safe_load((checkpoint / "config.yaml").read_text(encoding="utf-8"))
     with torch.device("meta"):
         model = ChatUMM(ModelConfig.from_dict(saved["model"]))

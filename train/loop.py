@@ -85,10 +85,10 @@ class StopFlag:
             signal.signal(sig, handler)
 
 
-def build_model(cfg: TrainConfig, model_cfg: Any, rt: Runtime, init_from: Path | None) -> nn.Module:
-    """Build on the meta device, materialise and initialise on CPU (the same seed on every rank,
-    so every rank holds the same full weights before sharding), optionally load BAGEL's
-    weights, freeze, and shard onto the device."""
+def initial_model(cfg: TrainConfig, model_cfg: Any, init_from: Path | None) -> nn.Module:
+    """The step-0 model, full and on CPU: built on the meta device, materialised and initialised
+    with the config's seed (the same on every rank, so every rank holds the same weights before
+    sharding), then BAGEL's weights with ``init_from``."""
     from train.model import ChatUMM
 
     with torch.device("meta"):
@@ -101,6 +101,12 @@ def build_model(cfg: TrainConfig, model_cfg: Any, rt: Runtime, init_from: Path |
         from train.model.bagel_adapter import load_bagel_checkpoint
 
         load_bagel_checkpoint(model, init_from)
+    return model
+
+
+def build_model(cfg: TrainConfig, model_cfg: Any, rt: Runtime, init_from: Path | None) -> nn.Module:
+    """The step-0 model, frozen where configured and sharded onto the device."""
+    model = initial_model(cfg, model_cfg, init_from)
     apply_freeze(model, cfg.optim.freeze)
     mesh = build_mesh(rt.device.type, rt.world_size, cfg.parallel.num_shard)
     parallelize(model, mesh, cfg.parallel, rt.device)
