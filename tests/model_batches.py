@@ -7,8 +7,10 @@ not advance it and its clean copy reuses it; each dialogue restarts at 0; paddin
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import pytest
 import torch
 
 from train.batch import PackedBatch
@@ -16,6 +18,15 @@ from train.model import ModelConfig
 
 PAD, IM_START, IM_END, VISION_START, VISION_END = 0, 1, 2, 3, 4
 FIRST_WORD = 5
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Tiny ops run ~50x slower with two intra-op threads on a busy 2-core CI machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pytest
 import torch
 from data_builders import ALL_TASKS, TINY_TRANSFORMS, TOKENIZER, sample, serialize
@@ -122,9 +123,12 @@ def test_every_position_is_exactly_one_kind_of_token() -> None:
     every = torch.cat([d.text_index_N, d.vit_index_P, d.vae_index_M]).sort().values
     assert torch.equal(every, torch.arange(d.num_tokens))
     assert (d.text_index_N.diff() > 0).all()
-    assert d.vit_patches_PD.shape == (d.vit_index_P.numel(), 14 * 14 * 3)
-    assert int(d.vit_seqlens_V.sum()) == d.vit_index_P.numel()
-    assert d.vit_patches_PD.min() >= -1 and d.vit_patches_PD.max() <= 1
+    patches = torch.cat(d.vit_patches)
+    assert (
+        patches.shape == (d.vit_index_P.numel(), 14 * 14 * 3) == (patches.shape[0], d.vit_patch_dim)
+    )
+    assert [p.shape[0] for p in d.vit_patches] == d.vit_seqlens_V.tolist()
+    assert patches.min() >= -1 and patches.max() <= 1
 
 
 def test_timesteps_come_from_the_rng() -> None:
@@ -169,11 +173,12 @@ def test_transform_output_and_patch_order() -> None:
     x = TINY_TRANSFORMS.vit(img)
     assert x.shape == (3, 28, 42) and x.dtype == torch.float32
     assert torch.allclose(x[0], torch.ones(28, 42)) and torch.allclose(x[1], -torch.ones(28, 42))
-    ramp = torch.arange(3 * 4 * 6, dtype=torch.float32).reshape(3, 4, 6)
+    ramp = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)
     patches = patchify(ramp, 2)
-    assert patches.shape == (6, 12)
-    # patch (row 1, col 2) in (p, p, c) order
-    assert patches[1 * 3 + 2].tolist() == ramp[:, 2:4, 4:6].permute(1, 2, 0).flatten().tolist()
+    assert patches.shape == (6, 12) and patches.dtype == torch.float32
+    # patch (row 1, col 2) in (p, p, c) order, scaled to [-1, 1]
+    want = ramp[2:4, 4:6, :].flatten().astype(np.float32) / 127.5 - 1
+    assert np.allclose(patches[1 * 3 + 2].numpy(), want)
 
 
 def test_transparency_is_composited_on_white() -> None:

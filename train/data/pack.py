@@ -93,7 +93,7 @@ def pack(
         torch.where(d.segment_ids_L >= 0, d.segment_ids_L + so, d.segment_ids_L)
         for d, so in zip(dialogues, segment_offsets, strict=True)
     ]
-    patch_dim = dialogues[0].vit_patches_PD.shape[1] if dialogues else 0
+    patches = [p for d in dialogues for p in d.vit_patches]
     return PackedBatch(
         position_ids_L=torch.cat([joined("position_ids_L", torch.long), pad_index * 0]),
         expert_ids_L=torch.cat([joined("expert_ids_L", torch.long), pad_index * 0]),
@@ -113,9 +113,9 @@ def pack(
         ce_index_C=shifted("ce_index_C"),
         ce_labels_C=joined("ce_labels_C", torch.long),
         vit_patches_PD=(
-            torch.cat([d.vit_patches_PD for d in dialogues])
-            if dialogues
-            else torch.empty(0, patch_dim)
+            torch.cat(patches)
+            if patches
+            else torch.empty(0, dialogues[0].vit_patch_dim if dialogues else 0)
         ),
         vit_position_ids_P=joined("vit_position_ids_P", torch.long),
         vit_seqlens_V=joined("vit_seqlens_V", torch.int32),
@@ -126,4 +126,5 @@ def pack(
         timestep_logits_I=joined("timestep_logits_I", torch.float32),
         sample_lens=[d.num_tokens for d in dialogues],
         tasks=[d.task for d in dialogues],
+        sample_ids=[d.sample_id for d in dialogues],
     )

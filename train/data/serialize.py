@@ -33,6 +33,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+from PIL import Image
 
 from synth.contract import DialogueSample
 from train.data.tokenizer import ChatTokenizer
@@ -84,7 +85,9 @@ class SerializedDialogue:
     text_index_N: torch.Tensor
     ce_index_C: torch.Tensor
     ce_labels_C: torch.Tensor
-    vit_patches_PD: torch.Tensor
+    vit_patches: list[torch.Tensor]
+    """One [P_i, D] per ViT image (``pack`` concatenates them once)."""
+    vit_patch_dim: int
     vit_position_ids_P: torch.Tensor
     vit_seqlens_V: torch.Tensor
     vit_index_P: torch.Tensor
@@ -163,13 +166,7 @@ def materialize(
     latent_pos: list[torch.Tensor] = []
     vae_index: list[int] = []
     timesteps: list[float] = []
-    decoded: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def pixels(index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if index not in decoded:
-            image = decode_rgb(plan.sample.images[index].data)
-            decoded[index] = (transforms.vae(image), transforms.vit(image))
-        return decoded[index]
+    pixels = _Pixels(plan.sample, transforms)
 
     rope = 0
     n_segments = 0
@@ -198,18 +195,16 @@ def materialize(
         position[b.start : b.stop] = [rope] * (b.stop - b.start)
         segment[b.start : b.stop] = [n_segments] * (b.stop - b.start)
         n_segments += 1
-        vae_CHW, vit_CHW = pixels(b.image)
         if b.kind == "vit":
-            assert vit_CHW.shape[1:] == (
-                rows * transforms.vit.cfg.stride,
-                cols * transforms.vit.cfg.stride,
-            )
-            vit_patches.append(patchify(vit_CHW, transforms.vit.cfg.stride))
+            vit_PD = pixels.vit(b.image)
+            assert vit_PD.shape[0] == rows * cols, (vit_PD.shape, b.grid)
+            vit_patches.append(vit_PD)
             vit_pos.append(grid_position_ids(rows, cols, transforms.max_patches_per_side))
             vit_seqlens.append(rows * cols)
             vit_index.extend(inner)
             rope += 1
             continue
+        vae_CHW = pixels.vae(b.image)
         assert vae_CHW.shape[1:] == (
             rows * transforms.vae.cfg.stride,
             cols * transforms.vae.cfg.stride,
@@ -225,7 +220,6 @@ def materialize(
             timesteps.append(float("-inf"))
             rope += 1
 
-    patch_dim = transforms.vit.cfg.stride**2 * 3
     return SerializedDialogue(
         sample_id=plan.sample.sample_id,
         task=plan.sample.task,
@@ -238,7 +232,8 @@ def materialize(
         text_index_N=torch.tensor(text_index, dtype=torch.long),
         ce_index_C=torch.tensor(ce_index, dtype=torch.long),
         ce_labels_C=torch.tensor(ce_labels, dtype=torch.long),
-        vit_patches_PD=torch.cat(vit_patches) if vit_patches else torch.empty(0, patch_dim),
+        vit_patches=vit_patches,
+        vit_patch_dim=transforms.vit.cfg.stride**2 * 3,
         vit_position_ids_P=_cat_long(vit_pos),
         vit_seqlens_V=torch.tensor(vit_seqlens, dtype=torch.int32),
         vit_index_P=torch.tensor(vit_index, dtype=torch.long),
@@ -247,6 +242,35 @@ def materialize(
         vae_index_M=torch.tensor(vae_index, dtype=torch.long),
         timestep_logits_I=torch.tensor(timesteps, dtype=torch.float32),
     )
+
+
+class _Pixels:
+    """Each image decoded once, each transform applied only if a block needs it (a final
+    generated image needs no ViT tokens)."""
+
+    def __init__(self, sample: DialogueSample, transforms: Transforms):
+        self.sample, self.tf = sample, transforms
+        self._images: dict[int, Image.Image] = {}
+        self._vae: dict[int, torch.Tensor] = {}
+        self._vit: dict[int, torch.Tensor] = {}
+
+    def _image(self, index: int) -> Image.Image:
+        if index not in self._images:
+            self._images[index] = decode_rgb(self.sample.images[index].data)
+        return self._images[index]
+
+    def vae(self, index: int) -> torch.Tensor:
+        """[3, H, W] in [-1, 1]."""
+        if index not in self._vae:
+            self._vae[index] = self.tf.vae(self._image(index))
+        return self._vae[index]
+
+    def vit(self, index: int) -> torch.Tensor:
+        """[P, D] patches in [-1, 1]."""
+        if index not in self._vit:
+            pixels_HWC = self.tf.vit.resize(self._image(index))
+            self._vit[index] = patchify(pixels_HWC, self.tf.vit.cfg.stride)
+        return self._vit[index]
 
 
 def _cat_long(parts: list[torch.Tensor]) -> torch.Tensor:

@@ -52,13 +52,25 @@ class ImageTransform:
         w, h = self.target_size(width, height)
         return h // self.cfg.stride, w // self.cfg.stride
 
-    def __call__(self, image: Image.Image) -> torch.Tensor:
-        """[3, H, W] float32 in [-1, 1]."""
+    def resize(self, image: Image.Image) -> np.ndarray:
+        """[H, W, 3] uint8 at the target size (bicubic, antialiased, as BAGEL)."""
         w, h = self.target_size(*image.size)
         if (w, h) != image.size:
             image = image.resize((w, h), Image.Resampling.BICUBIC)
-        pixels_HWC = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy())
-        return pixels_HWC.permute(2, 0, 1).float().div_(127.5).sub_(1.0)
+        return np.asarray(image, dtype=np.uint8)
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        """[3, H, W] float32 in [-1, 1]."""
+        return to_unit(self.resize(image).transpose(2, 0, 1))
+
+
+def to_unit(pixels: np.ndarray) -> torch.Tensor:
+    """uint8 -> float32 in [-1, 1], same shape, contiguous. Done in numpy on one thread: the
+    loader's work must not compete with the trainer for torch's intra-op threads."""
+    x = np.ascontiguousarray(pixels).astype(np.float32)
+    x *= 1 / 127.5
+    x -= 1.0
+    return torch.from_numpy(x)
 
 
 @dataclass(frozen=True)
@@ -100,12 +112,13 @@ def decode_rgb(data: bytes) -> Image.Image:
         return img.convert("RGB")
 
 
-def patchify(image_CHW: torch.Tensor, patch: int) -> torch.Tensor:
-    """[3, H, W] -> [h * w, patch * patch * 3], patches row-major, pixels in (p, p, c) order."""
-    c, height, width = image_CHW.shape
+def patchify(pixels_HWC: np.ndarray, patch: int) -> torch.Tensor:
+    """[H, W, 3] uint8 -> [h * w, patch * patch * 3] float32 in [-1, 1]: patches row-major,
+    pixels in (p, p, c) order. Rearranged as uint8, converted once."""
+    height, width, c = pixels_HWC.shape
     assert height % patch == 0 and width % patch == 0, (height, width, patch)
-    x = image_CHW.reshape(c, height // patch, patch, width // patch, patch)
-    return x.permute(1, 3, 2, 4, 0).reshape(-1, patch * patch * c)
+    x = pixels_HWC.reshape(height // patch, patch, width // patch, patch, c)
+    return to_unit(x.transpose(0, 2, 1, 3, 4)).reshape(-1, patch * patch * c)
 
 
 def grid_position_ids(rows: int, cols: int, max_per_side: int) -> torch.Tensor:

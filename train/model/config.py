@@ -184,9 +184,11 @@ class ModelConfig:
     def from_bagel_dir(cls, path: str | Path) -> ModelConfig:
         """Read ``llm_config.json`` and ``vit_config.json`` of a BAGEL checkpoint directory.
 
-        BAGEL's loaders force ``qk_norm=True`` and untied embeddings, drop SigLIP's last layer and
-        use the FLUX VAE with a 64-token latent table; we do the same. Unsupported variants
-        (rope scaling, sliding window, tied embeddings) are errors rather than silent changes.
+        BAGEL's loaders force ``qk_norm=True`` and untied embeddings and drop SigLIP's last
+        layer; we do the same. The VAE widths are read from the tensor shapes in ``ae.safetensors``
+        and the latent table side from ``ema.safetensors`` (headers only) when those files are
+        there, else FLUX's VAE and BAGEL-7B-MoT's 64. Unsupported variants (rope scaling, sliding
+        window) are errors rather than silent changes.
         """
         root = Path(path)
         llm = _read_json(root / "llm_config.json")
@@ -220,8 +222,8 @@ class ModelConfig:
                 max_patches_per_side=vit["image_size"] // vit["patch_size"],
                 layer_norm_eps=float(vit.get("layer_norm_eps", 1e-6)),
             ),
-            vae=VAEConfig(),
-            max_latent_size=64,
+            vae=_vae_from_checkpoint(root / "ae.safetensors"),
+            max_latent_size=_latent_table_side(root / "ema.safetensors"),
         )
 
     # --- serialisation (the resolved config is saved next to every output) -----------------------
@@ -255,3 +257,39 @@ def _read_json(path: Path) -> dict[str, Any]:
     with path.open() as f:
         data: dict[str, Any] = json.load(f)
     return data
+
+
+def _shapes(path: Path) -> dict[str, list[int]]:
+    """Tensor shapes from a safetensors header, without reading the tensors."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return {key: list(f.get_slice(key).get_shape()) for key in f.keys()}  # noqa: SIM118
+
+
+def _vae_from_checkpoint(path: Path) -> VAEConfig:
+    if not path.is_file():
+        return VAEConfig()
+    shapes = _shapes(path)
+    channels = shapes["encoder.conv_in.weight"][0]
+    levels = 1 + max(int(k.split(".")[2]) for k in shapes if k.startswith("encoder.down."))
+    blocks = 1 + max(int(k.split(".")[4]) for k in shapes if k.startswith("encoder.down.0.block."))
+    mult = tuple(
+        shapes[f"encoder.down.{i}.block.0.conv1.weight"][0] // channels for i in range(levels)
+    )
+    return VAEConfig(
+        channels=channels,
+        channel_mult=mult,
+        num_res_blocks=blocks,
+        z_channels=shapes["decoder.conv_in.weight"][1],
+    )
+
+
+def _latent_table_side(path: Path) -> int:
+    if not path.is_file():
+        return 64
+    rows = _shapes(path).get("latent_pos_embed.pos_embed", [64 * 64])[0]
+    side = round(rows**0.5)
+    if side * side != rows:
+        raise ValueError(f"{path}: latent_pos_embed.pos_embed has {rows} rows, not a square")
+    return side

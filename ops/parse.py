@@ -1,0 +1,124 @@
+"""Reading and writing the paper's ``<Result><User>...</User></Result>`` answer format.
+
+The parser tolerates what real models do around the answer: markdown fences, chatter before or
+after, extra whitespace and line breaks, tags in another letter case or with full-width
+brackets (``＜Result＞``), and full-width punctuation in English text. It does not guess: a
+wrong number of results or a result whose fields are not the ones asked for is a
+``ParseRejection`` with a named reason, and the run retries with a fresh sample.
+
+Protocol tags inside *inputs* (a caption that contains ``</User></Result>``) are defused before
+they reach a prompt or a template-backend answer, so data can never open or close a result.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+# Reason codes. A rejection's reason is one of these; its detail says what exactly was wrong.
+PARSE_WRONG_COUNT = "parse:wrong-count"
+PARSE_MALFORMED = "parse:malformed"
+
+TAGS = ("Result", "User", "Assistant")
+
+# A protocol tag in any letter case, with ASCII or full-width brackets and slash, spaces allowed.
+_TAG_RE = re.compile(r"[<＜]\s*([/／]?)\s*(result|user|assistant)\s*[>＞]", re.IGNORECASE)
+_FENCE_RE = re.compile(r"```[A-Za-z0-9_-]*")
+_BLOCK_RE = re.compile(r"<Result>(.*?)</Result>", re.DOTALL)
+_FIELD_RE = re.compile(r"<(User|Assistant)>(.*?)</\1>", re.DOTALL)
+_STRAY_RE = re.compile(r"</?(Result|User|Assistant)>")
+_SPACE_RE = re.compile(r"\s+")
+_CJK_CHAR = r"[\u3000-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uff00-\uffef]"
+# Full-width punctuation typed into English text, unless it follows CJK text quoted from a caption.
+_FULLWIDTH = {
+    "，": ",",
+    "。": ".",
+    "：": ":",
+    "；": ";",
+    "！": "!",
+    "？": "?",
+    "（": "(",
+    "）": ")",
+}
+_FULLWIDTH_RE = re.compile(rf"(?<!{_CJK_CHAR})([，。：；！？（）])")
+_QUOTE_PAIRS = (('"', '"'), ("“", "”"), ("'", "'"), ("「", "」"))
+
+
+class ParseRejection(ValueError):
+    """A response that must not become data. ``reason`` is a short code, ``detail`` for people."""
+
+    def __init__(self, reason: str, detail: str):
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"[{reason}] {detail}")
+
+
+def defuse(text: str) -> str:
+    """Turn protocol tags inside input text into look-alikes (``‹/User›``) that parse as text."""
+    return _TAG_RE.sub(lambda m: f"‹{m.group(1) and '/'}{m.group(2)}›", text)
+
+
+def format_results(blocks: Sequence[Sequence[tuple[str, str]]]) -> str:
+    """Write results in the answer format: one ``<Result>`` per line, fields in order."""
+    lines = []
+    for fields in blocks:
+        body = "".join(f"<{tag}>{defuse(text)}</{tag}>" for tag, text in fields)
+        lines.append(f"<Result>{body}</Result>")
+    return "\n".join(lines)
+
+
+def _canonical_tags(text: str) -> str:
+    def canon(m: re.Match[str]) -> str:
+        name = m.group(2).capitalize()
+        return f"</{name}>" if m.group(1) else f"<{name}>"
+
+    return _TAG_RE.sub(canon, text)
+
+
+def clean(text: str, language: str) -> str:
+    """Collapse whitespace, drop quotes wrapping the whole result, fix full-width ASCII punctuation."""
+    text = _SPACE_RE.sub(" ", text).strip()
+    for left, right in _QUOTE_PAIRS:
+        inner = text[len(left) : -len(right)]
+        if len(text) > 2 and text.startswith(left) and text.endswith(right):
+            if left not in inner and right not in inner:
+                text = inner.strip()
+            break
+    if language == "en":
+        text = _FULLWIDTH_RE.sub(lambda m: _FULLWIDTH[m.group(1)] + " ", text)
+        text = re.sub(r"\s+([,.:;!?)])", r"\1", _SPACE_RE.sub(" ", text)).strip()
+    return text
+
+
+def parse_blocks(text: str, fields: tuple[str, ...], count: int) -> list[list[str]]:
+    """The raw field texts of each ``<Result>`` block, or a ParseRejection.
+
+    ``fields`` is the tag sequence each block must hold, e.g. ``("User",)`` or
+    ``("User", "Assistant", "User")``; text between fields inside a block is ignored.
+    """
+    normalized = _canonical_tags(_FENCE_RE.sub("", text))
+    bodies = _BLOCK_RE.findall(normalized)
+    if len(bodies) != count:
+        raise ParseRejection(
+            PARSE_WRONG_COUNT,
+            f"found {len(bodies)} complete <Result> blocks, expected {count}",
+        )
+    # A tag left over outside the fields means a result was closed early or opened twice
+    # (a model that copied a caption's "</User></Result>"): the split cannot be trusted.
+    stray = _STRAY_RE.search(_BLOCK_RE.sub("", normalized))
+    if stray:
+        raise ParseRejection(PARSE_MALFORMED, f"stray tag {stray.group(0)} outside the results")
+    blocks = []
+    for i, body in enumerate(bodies):
+        found = _FIELD_RE.findall(body)
+        tags = tuple(tag for tag, _ in found)
+        if tags != fields:
+            raise ParseRejection(
+                PARSE_MALFORMED,
+                f"result {i + 1} holds fields {list(tags)}, expected {list(fields)}",
+            )
+        stray = _STRAY_RE.search(_FIELD_RE.sub("", body))
+        if stray:
+            raise ParseRejection(PARSE_MALFORMED, f"result {i + 1} has a stray {stray.group(0)}")
+        blocks.append([value for _, value in found])
+    return blocks

@@ -1,0 +1,220 @@
+"""Validators: each rejects one way a parsed result would poison the data, with a named reason.
+
+A validator takes a ``FieldCheck`` (one field of one result, with the operation's inputs) and
+returns ``None`` or ``(reason, detail)``. Operations list the validators they apply in the
+registry. Text copied from the inputs is never held against a result: a caption that itself
+contains Chinese, "..." or "maybe" can be quoted.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache, lru_cache
+from importlib import resources
+from typing import Any, Literal
+
+import yaml
+
+Language = Literal["en", "zh"]
+Length = Literal["short", "medium", "long", "answer"]
+Role = Literal["request", "question", "answer"]
+
+EMPTY = "validate:empty"
+OVERLONG = "validate:overlong"
+WRONG_LANGUAGE = "validate:wrong-language"
+PLACEHOLDER = "validate:placeholder"
+INJECTION = "validate:injection"
+SPECULATIVE = "validate:speculative"
+NO_ANCHOR = "validate:no-anchor"
+
+# Characters per result, by language and length class. Generous: the paper's long English
+# request is ~330 characters and its long Chinese one ~120; these catch runaway generations.
+MAX_CHARS: dict[tuple[str, str], int] = {
+    ("en", "short"): 300,
+    ("en", "medium"): 600,
+    ("en", "long"): 1200,
+    ("en", "answer"): 1500,
+    ("zh", "short"): 150,
+    ("zh", "medium"): 300,
+    ("zh", "long"): 600,
+    ("zh", "answer"): 600,
+}
+
+_CJK_RUN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]+")
+_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
+_LATIN = re.compile(r"[A-Za-z]")
+_WORD = re.compile(r"[A-Za-z][A-Za-z'-]+")
+_PLACEHOLDERS = ("...", "…", "。。。", "{{", "}}", "{%", "%}", "<<<", ">>>", "<Result", "</Result",
+                 "<User", "</User", "<Assistant", "</Assistant")  # fmt: skip
+_SPECULATIVE_EN = re.compile(
+    r"\b(seems?|seemingly|maybe|perhaps|possibly|probably|apparently|appears? to|might be)\b",
+    re.IGNORECASE,
+)
+_SPECULATIVE_ZH = ("似乎", "可能", "也许", "或许", "好像", "大概", "貌似", "看似")
+# An instruction to a model, or a model talking about its task, inside a result.
+INSTRUCTION = re.compile(
+    r"ignore (all |any )?(of )?(the |my |your )?(above|previous|prior|earlier) |"
+    r"ignore (all |the |previous |prior )*instructions|disregard (the|all|previous|prior) |"
+    r"system prompt|as an ai\b|language model|^(sure|okay|certainly)\b[,!.]|"
+    r"忽略(以上|上述|之前|前面|所有)|无视(以上|上述|之前)|系统提示",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class FieldCheck:
+    """One field of one parsed result, with what the validators need to judge it."""
+
+    operation: str
+    index: int
+    role: Role
+    language: Language
+    length: Length
+    text: str
+    sources: tuple[str, ...]
+    anchors: tuple[str, ...] = ()  # captions the result must name something from
+    exclude: str = ""  # text whose words do not count as anchors (the edit query itself)
+
+    def where(self) -> str:
+        return f"result {self.index + 1} ({self.language}, {self.role})"
+
+
+Validator = Callable[[FieldCheck], "tuple[str, str] | None"]
+
+
+@cache
+def lexicon() -> dict[str, Any]:
+    text = resources.files("prompts").joinpath("lexicon.yaml").read_text(encoding="utf-8")
+    data: dict[str, Any] = yaml.safe_load(text)
+    return data
+
+
+def _in_sources(fragment: str, sources: tuple[str, ...]) -> bool:
+    low = fragment.lower()
+    return any(low in s.lower() for s in sources)
+
+
+def empty(c: FieldCheck) -> tuple[str, str] | None:
+    if not re.search(r"\w", c.text):
+        return EMPTY, f"{c.where()} is empty"
+    return None
+
+
+def overlong(c: FieldCheck) -> tuple[str, str] | None:
+    limit = MAX_CHARS[(c.language, c.length)]
+    if len(c.text) > limit:
+        return OVERLONG, f"{c.where()} has {len(c.text)} characters, limit {limit} for {c.length}"
+    return None
+
+
+def wrong_language(c: FieldCheck) -> tuple[str, str] | None:
+    runs = _CJK_RUN.findall(c.text)
+    own = [r for r in runs if not _in_sources(r, c.sources)]
+    if c.language == "en":
+        if own:
+            return (
+                WRONG_LANGUAGE,
+                f"{c.where()} has CJK text not quoted from the inputs: {own[0]!r}",
+            )
+        if not _LATIN.search(c.text):
+            return WRONG_LANGUAGE, f"{c.where()} has no Latin letters"
+        return None
+    han = len(_HAN.findall(c.text))
+    # Chinese of its own, or mostly Chinese (a result may legitimately reuse a Chinese caption).
+    if any(_HAN.search(r) for r in own) or (han and han >= len(_LATIN.findall(c.text))):
+        return None
+    if not han:
+        return WRONG_LANGUAGE, f"{c.where()} has no Chinese characters"
+    return WRONG_LANGUAGE, f"{c.where()} only quotes Chinese from the inputs"
+
+
+def placeholder(c: FieldCheck) -> tuple[str, str] | None:
+    for marker in _PLACEHOLDERS:
+        if marker.lower() in c.text.lower() and not _in_sources(marker, c.sources):
+            return PLACEHOLDER, f"{c.where()} keeps the placeholder or template syntax {marker!r}"
+    return None
+
+
+def injection(c: FieldCheck) -> tuple[str, str] | None:
+    m = INSTRUCTION.search(c.text)
+    if m:
+        return INJECTION, f"{c.where()} carries an instruction or model chatter: {m.group(0)!r}"
+    return None
+
+
+def speculative(c: FieldCheck) -> tuple[str, str] | None:
+    """The speculative words the request prompts forbid; answers may hedge, requests may not."""
+    if c.role != "request":
+        return None
+    found = [m.group(0) for m in _SPECULATIVE_EN.finditer(c.text)]
+    found += [w for w in _SPECULATIVE_ZH if w in c.text]
+    bad = [w for w in found if not _in_sources(w, c.sources)]
+    if bad:
+        return SPECULATIVE, f"{c.where()} uses the speculative word {bad[0]!r}"
+    return None
+
+
+def _stem(word: str) -> str:
+    word = word.lower().strip("'-")
+    return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
+
+
+@cache
+def _stopwords() -> frozenset[str]:
+    return frozenset(lexicon()["stopwords"])
+
+
+@lru_cache(maxsize=8192)
+def content_words(text: str) -> frozenset[str]:
+    stop = _stopwords()
+    return frozenset(_stem(w) for w in _WORD.findall(text) if len(w) >= 3 and w.lower() not in stop)
+
+
+@cache
+def _renderings() -> dict[str, tuple[str, ...]]:
+    """The en_zh lexicon keyed by stemmed English word."""
+    table: dict[str, tuple[str, ...]] = {}
+    for word, zhs in lexicon()["en_zh"].items():
+        table[_stem(word)] = table.get(_stem(word), ()) + tuple(zhs)
+    return table
+
+
+def _names(text: str, caption: str, exclude: str) -> bool | None:
+    """Whether ``text`` names something from ``caption``; None when that cannot be decided."""
+    words = content_words(caption) - content_words(exclude)
+    han_pairs = {m[i : i + 2] for m in _CJK_RUN.findall(caption) for i in range(len(m) - 1)}
+    han_pairs -= {p for p in han_pairs if p in exclude}
+    if words & content_words(text) or any(p in text for p in han_pairs):
+        return True
+    en_zh: dict[str, list[str]] = lexicon()["en_zh"]
+    renderings = [zh for w in words for zh in _renderings().get(w, ())]
+    if _HAN.search(text) and renderings:
+        return any(r in text for r in renderings)
+    if _HAN.search(text) and not han_pairs:
+        return None  # a Chinese result, an English caption outside the lexicon: undecidable
+    if not _HAN.search(text) and han_pairs:
+        zh_en = [w for w, zhs in en_zh.items() for zh in zhs if zh in caption]
+        return (any(_stem(w) in content_words(text) for w in zh_en)) if zh_en else None
+    return not words and not han_pairs
+
+
+def no_anchor(c: FieldCheck) -> tuple[str, str] | None:
+    """A _dep rewrite must name something from each caption it points back to.
+
+    English results match the caption's content words (stop words and the edit query's own
+    words removed). Chinese results match a quoted caption word or its rendering in the
+    lexicon; when the caption has no word the lexicon knows, the check passes undecided.
+    """
+    if c.role != "request":
+        return None
+    for caption in c.anchors:
+        if _names(c.text, caption, c.exclude) is False:
+            return NO_ANCHOR, f"{c.where()} names nothing from the caption {caption[:80]!r}"
+    return None
+
+
+COMMON: tuple[Validator, ...] = (empty, overlong, wrong_language, placeholder, injection)
+REQUEST: tuple[Validator, ...] = (*COMMON, speculative)
+DEPENDENT: tuple[Validator, ...] = (*REQUEST, no_anchor)
