@@ -233,3 +233,17 @@ def test_export_to_bagel_layout_and_reimport_is_exact(tmp_path: Path, reference:
     assert expected.keys() == got.keys()
     for key in expected:
         assert torch.equal(expected[key], got[key]), key
+
+    # --init-from reads the same directory back as the step-0 model of a new run (BAGEL's
+    # format carries no VAE config: the tiny VAE comes from model.overrides).
+    from train.loop import initial_model
+    from train.resolve import resolve_model_config
+
+    tiny_vae = {"channels": 32, "channel_mult": [1, 1, 1, 1], "num_res_blocks": 1}
+    overrides = {"vae": tiny_vae, "max_latent_size": 8}
+    cfg = TrainConfig.from_yaml(_config(tmp_path, "init", model={"overrides": overrides}))
+    model_cfg = resolve_model_config(cfg, out, None)
+    assert model_cfg == trained.config
+    started = initial_model(cfg, model_cfg, out).state_dict()
+    for key in expected:
+        assert torch.equal(expected[key], started[key]), key

@@ -6,6 +6,7 @@ handed to the model's BAGEL adapter, which writes BAGEL's file names and tensor 
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -46,7 +47,7 @@ def load_checkpoint_model(checkpoint: str | Path, ema: bool = False) -> nn.Modul
     with torch.no_grad():
         model.init_weights()  # fills the non-persistent buffers; every weight is then loaded
     state = {"app": {"model": model.state_dict()}}
-    dcp.load(state, checkpoint_id=checkpoint, no_dist=True)
+    _load_single_process(state, checkpoint)
     model.load_state_dict(state["app"]["model"])
     if ema:
         keys = dcp.FileSystemReader(checkpoint).read_metadata().state_dict_metadata
@@ -57,11 +58,18 @@ def load_checkpoint_model(checkpoint: str | Path, ema: bool = False) -> nn.Modul
             )
         params = dict(model.named_parameters())
         averaged = {"ema": {n: torch.empty_like(params[n]) for n in names}}
-        dcp.load(averaged, checkpoint_id=checkpoint, no_dist=True)
+        _load_single_process(averaged, checkpoint)
         with torch.no_grad():
             for name, value in averaged["ema"].items():
                 params[name].copy_(value)
     return model
+
+
+def _load_single_process(state: dict, checkpoint: Path) -> None:
+    """DCP load in this process alone (it reshards the saved shards into full tensors)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*assuming the intent is to load in a single")
+        dcp.load(state, checkpoint_id=checkpoint, no_dist=True)
 
 
 @export_app.command()
