@@ -173,11 +173,15 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path: Path, shards: Path) -> None:
 def test_two_ranks_take_the_same_step_as_one_rank_accumulating(
     tmp_path: Path, shards: Path
 ) -> None:
-    """2 ranks x 1 pack (FSDP over gloo) vs 1 rank x 2 packs: the same packs, the same noise."""
+    """2 ranks x 1 pack (FSDP over gloo) vs 1 rank x 2 packs: the same packs, the same noise.
+
+    Tolerance: losses and gradient norm to 1e-5 relative, weights after the steps to 1e-6
+    absolute (float32 reduction order), except as noted for the ViT key bias below."""
     steps = 2
     optim = {"lr": 1e-4, "warmup_steps": 1}
     two = tmp_path / "two"
-    config = _config(tmp_path, "two", optim=optim)
+    # The 2-rank side also recomputes activations (activation checkpointing per block).
+    config = _config(tmp_path, "two", optim=optim, parallel={"activation_checkpointing": True})
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     args = ["--config", config, "--data", shards, "--out", two, "--max-steps", steps]
     result = subprocess.run(

@@ -79,6 +79,7 @@ class StopFlag:
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.requested = True
+        signal.signal(signum, self._previous[signum])  # a second signal acts as usual
 
     def restore(self) -> None:
         for sig, handler in self._previous.items():
@@ -300,7 +301,6 @@ def _record(
         "step": step,
         "ce": r.ce,
         "mse": r.mse,
-        "loss": r.ce + r.mse,
         "lr": lr,
         "grad_norm": r.grad_norm,
         "tokens": r.real_tokens,

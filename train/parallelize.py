@@ -55,7 +55,8 @@ def apply_activation_checkpointing(model: nn.Module) -> None:
     """Recompute each transformer block's activations in backward (non-reentrant)."""
     for blocks in _block_lists(model):
         for i, block in enumerate(blocks):
-            blocks[i] = checkpoint_wrapper(block, preserve_rng_state=False)
+            # RNG state is preserved so a block that draws random numbers recomputes the same ones.
+            blocks[i] = checkpoint_wrapper(block)
 
 
 def apply_compile(model: nn.Module) -> None:
