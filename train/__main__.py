@@ -34,13 +34,20 @@ def train(
     from train.config import TrainConfig
     from train.loop import train as run
 
-    cfg = TrainConfig.from_yaml(config, max_steps=max_steps)
+    try:
+        cfg = TrainConfig.from_yaml(config, max_steps=max_steps)
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--config") from None
     for directory in data:
         if not directory.is_dir():
             raise typer.BadParameter(
                 f"{directory} is not a directory of shards", param_hint="--data"
             )
-    run(cfg, list(data), out, resume=resume, init_from=init_from)
+    try:
+        run(cfg, list(data), out, resume=resume, init_from=init_from)
+    except ValueError as err:  # a configuration problem: say what to fix, no traceback
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
 
 
 def main() -> None:

@@ -54,17 +54,15 @@ def init_runtime(device_pref: str) -> Runtime:
     if device_pref == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' requested but CUDA is not available")
     backend = "nccl" if use_cuda else "gloo"
+    device = torch.device("cpu")
+    if use_cuda:  # bind the GPU before NCCL initialises
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
     if "RANK" in os.environ:
         dist.init_process_group(backend)
     else:
         dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
     rank, world = dist.get_rank(), dist.get_world_size()
-    if use_cuda:
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        device = torch.device("cuda", local)
-    else:
-        device = torch.device("cpu")
     return Runtime(rank, world, device)
 
 
@@ -79,7 +77,7 @@ class StopFlag:
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.requested = True
-        signal.signal(signum, self._previous[signum])  # a second signal acts as usual
+        signal.signal(signum, self._previous[signal.Signals(signum)])  # a second one acts as usual
 
     def restore(self) -> None:
         for sig, handler in self._previous.items():

@@ -53,8 +53,11 @@ def micro_seed(seed: int, step: int, global_index: int) -> int:
     return (seed * 1_000_003 + step * 65_537 + global_index) % (2**63)
 
 
-def _all_reduce(values: list[float], group: dist.ProcessGroup | None) -> list[float]:
-    t = torch.tensor(values, dtype=torch.float64)
+def _all_reduce(
+    values: list[float], device: torch.device, group: dist.ProcessGroup | None
+) -> list[float]:
+    """Sums over the group; the tensor lives on ``device`` because NCCL reduces GPU tensors only."""
+    t = torch.tensor(values, dtype=torch.float64, device=device)
     if dist.is_initialized():
         dist.all_reduce(t, group=group)
     return t.tolist()
@@ -80,7 +83,7 @@ def train_step(
     """Forward/backward every pack, clip, and step the optimizer unless the step is non-finite
     (then the gradients are dropped and ``StepResult.finite`` is False)."""
     counts = [loss_token_counts(b) for b in micro_batches]
-    n_ce, n_mse = _all_reduce([sum(c for c, _ in counts), sum(m for _, m in counts)], group)
+    n_ce, n_mse = _all_reduce([sum(c for c, _ in counts), sum(m for _, m in counts)], device, group)
     accum = len(micro_batches)
     ce_sum = mse_sum = 0.0
     for j, batch in enumerate(micro_batches):
@@ -103,7 +106,7 @@ def train_step(
     real = sum(b.real_tokens for b in micro_batches)
     cap = sum(b.seq_len for b in micro_batches)
     ce_g, mse_g, real_g, cap_g, stop_g = _all_reduce(
-        [ce_sum, mse_sum, real, cap, float(stop_requested)], group
+        [ce_sum, mse_sum, real, cap, float(stop_requested)], device, group
     )
     params = [p for g in optimizer.param_groups for p in g["params"]]
     norm = torch.nn.utils.clip_grad_norm_(params, grad_clip, foreach=True)
