@@ -22,6 +22,7 @@ differ per rank and are stored under per-rank keys, so a resume needs the same D
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -29,6 +30,8 @@ import random
 import re
 import shutil
 import time
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,7 +137,8 @@ class Checkpointer:
         _barrier()
         state = dict(states)
         state[f"rank{self.rank}"] = pickle.dumps(per_rank)
-        dcp.save(state, checkpoint_id=tmp, no_dist=not _distributed())
+        with single_process_quiet():
+            dcp.save(state, checkpoint_id=tmp, no_dist=not _distributed())
         if self.rank == 0:
             meta = {"step": step, "world_size": self.world_size, "saved_at": time.time()}
             for name, text in {"meta.json": json.dumps(meta, indent=2), **files}.items():
@@ -163,7 +167,8 @@ class Checkpointer:
         key = f"rank{self.rank}"
         state = dict(states)
         state[key] = b""
-        dcp.load(state, checkpoint_id=info.path, no_dist=not _distributed())
+        with single_process_quiet():
+            dcp.load(state, checkpoint_id=info.path, no_dist=not _distributed())
         return pickle.loads(state[key])
 
 
@@ -180,6 +185,16 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def single_process_quiet() -> Iterator[None]:
+    """DCP warns when used without a process group; that is intended here (tests, export)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=".*assuming the intent is to (save|load) in a single"
+        )
+        yield
 
 
 def _distributed() -> bool:

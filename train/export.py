@@ -6,7 +6,6 @@ handed to the model's BAGEL adapter, which writes BAGEL's file names and tensor 
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import torch
@@ -15,7 +14,7 @@ import typer
 import yaml
 from torch import nn
 
-from train.checkpoint import MARKER, Checkpointer
+from train.checkpoint import MARKER, Checkpointer, single_process_quiet
 
 export_app = typer.Typer(
     add_completion=False,
@@ -67,8 +66,7 @@ def load_checkpoint_model(checkpoint: str | Path, ema: bool = False) -> nn.Modul
 
 def _load_single_process(state: dict, checkpoint: Path) -> None:
     """DCP load in this process alone (it reshards the saved shards into full tensors)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*assuming the intent is to load in a single")
+    with single_process_quiet():
         dcp.load(state, checkpoint_id=checkpoint, no_dist=True)
 
 
