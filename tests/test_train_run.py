@@ -56,7 +56,7 @@ def _env() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_stage_c_shards(tmp_path_factory.mktemp("stage_c"), samples=40)
+    return write_stage_c_shards(tmp_path_factory.mktemp("stage_c"), samples=40, corrupt=(3,))
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +91,10 @@ def test_tiny_run_lowers_both_losses(reference: Path, shards: Path) -> None:
     assert [r["step"] for r in records] == list(range(1, STEPS + 1))
     for r in records:
         assert {"step", "ce", "mse", "lr", "grad_norm", "tokens_per_s", "packing"} <= set(r)
-        assert 0 < r["packing"] <= 1 and r["skipped_corrupt"] == {}
+        assert 0 < r["packing"] <= 1
     assert records[0]["lr"] == pytest.approx(1e-3 / 10) and records[-1]["lr"] == 1e-3
+    # the one corrupt row (an undecodable image) is skipped with its reason and counted
+    assert records[-1]["rows_read"] >= 40 and records[-1]["skipped_corrupt"] == {"image-decode": 1}
     # The training CE falls steeply; the per-step MSE is too noisy (fresh t and noise each
     # step) to read in 20 steps, so both are also measured on fixed packs with fixed noise.
     assert statistics.fmean(r["ce"] for r in records[-4:]) < records[0]["ce"] - 0.5
@@ -176,9 +178,12 @@ def test_two_ranks_take_the_same_step_as_one_rank_accumulating(
     """2 ranks x 1 pack (FSDP over gloo) vs 1 rank x 2 packs: the same packs, the same noise.
 
     Tolerance: losses and gradient norm to 1e-5 relative, weights after the steps to 1e-6
-    absolute (float32 reduction order), except as noted for the ViT key bias below."""
+    absolute (float32 reduction order)."""
     steps = 2
-    optim = {"lr": 1e-4, "warmup_steps": 1}
+    # eps 1e-8, not the paper's 1e-15: with 1e-15 AdamW turns float32 rounding noise in a
+    # (near-)zero gradient element into a full +-lr step, which would measure the optimizer's
+    # amplification of noise rather than whether the two setups compute the same step.
+    optim = {"lr": 1e-4, "warmup_steps": 1, "eps": 1e-8}
     two = tmp_path / "two"
     # The 2-rank side also recomputes activations (activation checkpointing per block).
     config = _config(tmp_path, "two", optim=optim, parallel={"activation_checkpointing": True})
@@ -207,14 +212,10 @@ def test_two_ranks_take_the_same_step_as_one_rank_accumulating(
 
     w1 = load_checkpoint_model(one / "ckpt" / f"step-{steps:07d}").state_dict()
     w2 = load_checkpoint_model(two / "ckpt" / f"step-{steps:07d}").state_dict()
-    # The ViT's key bias has an exactly-zero true gradient (softmax ignores a constant added to
-    # every key); its computed gradient is float32 rounding noise whose sign depends on the
-    # reduction order, and AdamW with eps=1e-15 turns any nonzero gradient into a +-lr step.
-    noise_only = {k for k in w1 if k.startswith("vit.") and k.endswith("k_proj.bias")}
-    worst = max((w1[k] - w2[k]).abs().max().item() for k in w1 if k not in noise_only)
-    # Otherwise only the reduction order differs (local accumulation vs reduce-scatter).
+    worst = max((w1[k] - w2[k]).abs().max().item() for k in w1)
+    # Only the reduction order differs (local accumulation vs reduce-scatter): float32 rounding,
+    # 1% of one step's lr. Measured: 3e-7.
     assert worst < 1e-6, worst
-    assert all((w1[k] - w2[k]).abs().max().item() <= 2 * steps * optim["lr"] for k in noise_only)
 
 
 def test_export_to_bagel_layout_and_reimport_is_exact(tmp_path: Path, reference: Path) -> None:
