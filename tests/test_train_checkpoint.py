@@ -92,3 +92,11 @@ def test_resume_with_another_world_size_is_refused(tmp_path: Path) -> None:
     model, opt, sched = _trained(0)
     with pytest.raises(ValueError, match="same number of ranks"):
         two.load(two.latest(), {"app": ModelOptimizerState(model, opt), "scheduler": sched})
+
+
+def test_saving_a_saved_step_again_leaves_it_untouched(tmp_path: Path) -> None:
+    ck = Checkpointer(tmp_path / "ckpt", keep=2)
+    path = _save(ck, 7, seed=0)
+    stamp = (path / ".metadata").stat().st_mtime_ns
+    assert _save(ck, 7, seed=1) == path
+    assert (path / ".metadata").stat().st_mtime_ns == stamp

@@ -127,11 +127,14 @@ class Checkpointer:
         writes next to the state (the resolved config)."""
         final = self.root / step_dir_name(step)
         tmp = final.with_name(final.name + ".tmp")
+        if (final / MARKER).is_file():
+            # Saved already (the state of a step never changes); never delete a good checkpoint.
+            return final
         if self.rank == 0:
             self.root.mkdir(parents=True, exist_ok=True)
             for leftover in self.root.glob("step-*.tmp"):
                 shutil.rmtree(leftover)
-            if final.exists():  # re-saving a step (e.g. SIGTERM right after a periodic save)
+            if final.exists():  # a directory without the marker is not a checkpoint
                 shutil.rmtree(final)
             tmp.mkdir()
         _barrier()

@@ -183,6 +183,8 @@ def _train(
     if ema is not None:
         states["ema"] = ema.state_dict()
     step = nonfinite = 0
+    if latest is None and resume and rt.rank == 0:
+        print(f"--resume: no complete checkpoint under {ckpt.root}; starting fresh", flush=True)
     if latest is not None:
         per_rank = ckpt.load(latest, states)
         if ema is not None:
@@ -227,7 +229,13 @@ def _train(
     try:
         while step < cfg.max_steps:
             started = time.perf_counter()
-            micro = [next(s) for s in streams]
+            micro = [pack for s in streams if (pack := next(s, None)) is not None]
+            # data.epochs was finite and some rank ran out: every rank must stop together
+            if _any_rank(len(micro) < len(streams), rt.device):
+                log.message(f"data exhausted after step {step}")
+                if step:
+                    save(step)
+                break
             result = train_step(
                 model,
                 optimizer,
@@ -279,6 +287,12 @@ def _train(
         stop.restore()
         log.close()
     return step
+
+
+def _any_rank(flag: bool, device: torch.device) -> bool:
+    t = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
 
 
 def _record(
