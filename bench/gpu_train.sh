@@ -32,7 +32,7 @@ mean = lambda key: statistics.fmean(r[key] for r in steady if r.get(key) is not 
 print(f"steps {len(rows)}  (means over steps {steady[0]['step']}-{steady[-1]['step']})")
 print(f"tokens/s/GPU   {mean('tokens_per_s') / int(sys.argv[2]):.0f}")
 print(f"MFU            {100 * mean('mfu'):.1f}%" if any(r.get('mfu') for r in steady) else "MFU n/a")
-print(f"peak memory    {max(r['peak_mem_gib'] for r in rows):.1f} GiB")
+print(f"peak memory    {max(r.get('peak_mem_gib', 0.0) for r in rows):.1f} GiB")
 print(f"packing        {mean('packing'):.3f}")
 print(f"step time      {mean('step_s'):.2f} s")
 print(f"ce {rows[0]['ce']:.3f} -> {rows[-1]['ce']:.3f}   mse {rows[0]['mse']:.3f} -> {rows[-1]['mse']:.3f}")
