@@ -181,6 +181,19 @@ def test_transform_output_and_patch_order() -> None:
     assert np.allclose(patches[1 * 3 + 2].numpy(), want)
 
 
+@pytest.mark.parametrize("size", [(131, 67), (40, 30), (64, 20)])  # down, up, mixed
+def test_resize_matches_pil_bicubic(size: tuple[int, int]) -> None:
+    rng = np.random.default_rng(0)
+    smooth = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    img = Image.fromarray(smooth).resize(size, Image.Resampling.BILINEAR)
+    tf = ImageTransform(ImageTransformConfig(max_side=112, min_side=28, stride=14))
+    w, h = tf.target_size(*img.size)
+    pil = np.asarray(img.resize((w, h), Image.Resampling.BICUBIC)).astype(int)
+    ours = tf.resize(img).astype(int)
+    assert ours.shape == pil.shape == (h, w, 3) and (w, h) != img.size
+    assert np.abs(ours - pil).max() <= 2
+
+
 def test_transparency_is_composited_on_white() -> None:
     buf = io.BytesIO()
     Image.new("RGBA", (8, 8), (0, 0, 0, 0)).save(buf, format="PNG")

@@ -118,6 +118,8 @@ class PackedLoader:
         )
 
     def __iter__(self) -> Iterator[PackedBatch]:
+        """Continue from the current state (fresh, loaded, or where the last iterator stopped);
+        use one iterator at a time."""
         if self.cfg.num_workers == 0:
             stream = self._stream(0)
             for batch in stream:
@@ -130,6 +132,7 @@ class PackedLoader:
             num_workers=self.cfg.num_workers,
             prefetch_factor=self.cfg.prefetch_factor,
             worker_init_fn=_one_thread,
+            collate_fn=_as_is,
         )
         for reader, batch, snapshot in loader:
             self._states[reader] = snapshot
@@ -148,6 +151,11 @@ class _Workers(IterableDataset[tuple[int, PackedBatch, dict[str, Any]]]):
         stream = self.loader._stream(reader)
         for batch in stream:
             yield reader, batch, stream.snapshot()
+
+
+def _as_is(item: Any) -> Any:
+    # Items are (reader, PackedBatch, snapshot); the default collate would rebuild the snapshot.
+    return item
 
 
 def _one_thread(_: int) -> None:

@@ -150,10 +150,10 @@ def materialize(
     timestep logit of each noised image (N(0, 1); the model applies sigmoid and the shift)."""
     sp = tokenizer.special
     n = plan.num_tokens
-    position = [0] * n
-    expert = [0] * n
-    segment = [-1] * n
-    noised = [False] * n
+    position = np.zeros(n, dtype=np.int64)
+    expert = np.zeros(n, dtype=np.int64)
+    segment = np.full(n, -1, dtype=np.int32)
+    noised = np.zeros(n, dtype=np.bool_)
     text_ids: list[int] = []
     text_index: list[int] = []
     ce_index: list[int] = []
@@ -161,10 +161,10 @@ def materialize(
     vit_patches: list[torch.Tensor] = []
     vit_pos: list[torch.Tensor] = []
     vit_seqlens: list[int] = []
-    vit_index: list[int] = []
+    vit_index: list[torch.Tensor] = []
     vae_images: list[torch.Tensor] = []
     latent_pos: list[torch.Tensor] = []
-    vae_index: list[int] = []
+    vae_index: list[torch.Tensor] = []
     timesteps: list[float] = []
     pixels = _Pixels(plan.sample, transforms)
 
@@ -181,7 +181,7 @@ def materialize(
             ids = [sp.end_of_turn] if b.kind == "eot" else [sp.im_start, *b.text_ids, sp.im_end]
             text_ids.extend(ids)
             text_index.extend(range(b.start, b.stop))
-            position[b.start : b.stop] = range(rope, rope + len(ids))
+            position[b.start : b.stop] = np.arange(rope, rope + len(ids))
             rope += len(ids)
             if b.role == "assistant" and b.kind == "text":
                 ce_index.extend(range(b.start, b.stop - 1))
@@ -189,11 +189,11 @@ def materialize(
             continue
 
         rows, cols = b.grid
-        inner = range(b.start + 1, b.stop - 1)
+        inner = torch.arange(b.start + 1, b.stop - 1)
         text_ids.extend((sp.vision_start, sp.vision_end))
         text_index.extend((b.start, b.stop - 1))
-        position[b.start : b.stop] = [rope] * (b.stop - b.start)
-        segment[b.start : b.stop] = [n_segments] * (b.stop - b.start)
+        position[b.start : b.stop] = rope
+        segment[b.start : b.stop] = n_segments
         n_segments += 1
         if b.kind == "vit":
             vit_PD = pixels.vit(b.image)
@@ -201,20 +201,18 @@ def materialize(
             vit_patches.append(vit_PD)
             vit_pos.append(grid_position_ids(rows, cols, transforms.max_patches_per_side))
             vit_seqlens.append(rows * cols)
-            vit_index.extend(inner)
+            vit_index.append(inner)
             rope += 1
             continue
         vae_CHW = pixels.vae(b.image)
-        assert vae_CHW.shape[1:] == (
-            rows * transforms.vae.cfg.stride,
-            cols * transforms.vae.cfg.stride,
-        )
+        stride = transforms.vae.cfg.stride
+        assert vae_CHW.shape[1:] == (rows * stride, cols * stride), (vae_CHW.shape, b.grid)
         vae_images.append(vae_CHW)
         latent_pos.append(grid_position_ids(rows, cols, transforms.max_latent_size))
-        vae_index.extend(inner)
-        expert[b.start + 1 : b.stop - 1] = [1] * (rows * cols)
+        vae_index.append(inner)
+        expert[b.start + 1 : b.stop - 1] = 1
         if b.kind == "vae_noised":
-            noised[b.start : b.stop] = [True] * (b.stop - b.start)
+            noised[b.start : b.stop] = True
             timesteps.append(float(rng.standard_normal()))
         else:
             timesteps.append(float("-inf"))
@@ -224,10 +222,10 @@ def materialize(
         sample_id=plan.sample.sample_id,
         task=plan.sample.task,
         blocks=plan.blocks,
-        position_ids_L=torch.tensor(position, dtype=torch.long),
-        expert_ids_L=torch.tensor(expert, dtype=torch.long),
-        segment_ids_L=torch.tensor(segment, dtype=torch.int32),
-        noised_L=torch.tensor(noised, dtype=torch.bool),
+        position_ids_L=torch.from_numpy(position),
+        expert_ids_L=torch.from_numpy(expert),
+        segment_ids_L=torch.from_numpy(segment),
+        noised_L=torch.from_numpy(noised),
         text_ids_N=torch.tensor(text_ids, dtype=torch.long),
         text_index_N=torch.tensor(text_index, dtype=torch.long),
         ce_index_C=torch.tensor(ce_index, dtype=torch.long),
@@ -236,10 +234,10 @@ def materialize(
         vit_patch_dim=transforms.vit.cfg.stride**2 * 3,
         vit_position_ids_P=_cat_long(vit_pos),
         vit_seqlens_V=torch.tensor(vit_seqlens, dtype=torch.int32),
-        vit_index_P=torch.tensor(vit_index, dtype=torch.long),
+        vit_index_P=_cat_long(vit_index),
         vae_images=vae_images,
         latent_position_ids_M=_cat_long(latent_pos),
-        vae_index_M=torch.tensor(vae_index, dtype=torch.long),
+        vae_index_M=_cat_long(vae_index),
         timestep_logits_I=torch.tensor(timesteps, dtype=torch.float32),
     )
 

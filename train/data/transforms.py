@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from train.data.config import DataConfig, ImageTransformConfig
@@ -53,11 +54,16 @@ class ImageTransform:
         return h // self.cfg.stride, w // self.cfg.stride
 
     def resize(self, image: Image.Image) -> np.ndarray:
-        """[H, W, 3] uint8 at the target size (bicubic, antialiased, as BAGEL)."""
+        """[H, W, 3] uint8 at the target size, bicubic with antialiasing as BAGEL (PIL through
+        torchvision). torch's uint8 channels-last kernel is a port of Pillow's: it matches
+        ``Image.resize(BICUBIC)`` to 1-2 grey levels at about a third of the CPU time."""
         w, h = self.target_size(*image.size)
-        if (w, h) != image.size:
-            image = image.resize((w, h), Image.Resampling.BICUBIC)
-        return np.asarray(image, dtype=np.uint8)
+        pixels_HWC = np.array(image, dtype=np.uint8)
+        if (w, h) == image.size:
+            return pixels_HWC
+        x = torch.from_numpy(pixels_HWC).permute(2, 0, 1)[None]  # NCHW view, channels-last
+        y = F.interpolate(x, size=(h, w), mode="bicubic", antialias=True)
+        return y[0].permute(1, 2, 0).numpy()
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         """[3, H, W] float32 in [-1, 1]."""
@@ -103,13 +109,13 @@ def image_size(data: bytes) -> tuple[int, int]:
 
 def decode_rgb(data: bytes) -> Image.Image:
     """Decode fully to RGB; transparency is composited on white (as BAGEL does)."""
-    with Image.open(io.BytesIO(data)) as img:
-        img.load()
-        if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
-            rgba = img.convert("RGBA")
-            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            return Image.alpha_composite(white, rgba).convert("RGB")
-        return img.convert("RGB")
+    img = Image.open(io.BytesIO(data))
+    img.load()
+    if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img if img.mode == "RGB" else img.convert("RGB")
 
 
 def patchify(pixels_HWC: np.ndarray, patch: int) -> torch.Tensor:
