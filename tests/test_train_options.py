@@ -117,3 +117,19 @@ def test_ema_and_frozen_vit_through_a_run_and_export(setup, tmp_path: Path) -> N
     for key, value in averaged.connector.state_dict().items():  # one update: 0.5 w0 + 0.5 w1
         assert not torch.equal(w0[key], w1[key])
         torch.testing.assert_close(value, 0.5 * w0[key] + 0.5 * w1[key], rtol=0, atol=1e-7)
+
+
+def test_tokenizer_comes_from_the_config_then_init_from_then_the_shipped_one(
+    tmp_path: Path,
+) -> None:
+    from train.data import default_tokenizer_path
+    from train.resolve import resolve_tokenizer_path
+
+    bagel = tmp_path / "bagel"
+    bagel.mkdir()
+    (bagel / "tokenizer.json").write_text("{}")
+    cfg = TrainConfig.from_yaml(TINY)
+    assert resolve_tokenizer_path(cfg, None, None) == default_tokenizer_path()
+    assert resolve_tokenizer_path(cfg, bagel, None) == bagel / "tokenizer.json"
+    mine = cfg.model_copy(update={"tokenizer": str(tmp_path / "mine.json")})
+    assert resolve_tokenizer_path(mine, bagel, None) == tmp_path / "mine.json"

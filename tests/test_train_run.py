@@ -101,7 +101,8 @@ def test_tiny_run_lowers_both_losses(reference: Path, shards: Path) -> None:
 
     saved_path = reference / "ckpt" / f"step-{STEPS:07d}"
     saved = yaml.safe_load((saved_path / "config.yaml").read_text())
-    assert set(saved) == {"train", "model", "data"} and saved["train"]["max_steps"] == STEPS
+    assert set(saved) == {"train", "model", "data", "tokenizer"}
+    assert saved["train"]["max_steps"] == STEPS and Path(saved["tokenizer"]).is_file()
     cfg = TrainConfig.model_validate(saved["train"])
     model_cfg = resolve_model_config(cfg, None, None)
     loader = PackedLoader(

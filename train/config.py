@@ -93,7 +93,8 @@ class TrainConfig(_Section):
     """Stop after this many steps skipped for a NaN/inf loss or gradient norm."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     tokenizer: str | None = None
-    """tokenizer.json (or its directory); None = the small tokenizer shipped in train/assets."""
+    """tokenizer.json (or its directory). None = the ``--init-from`` directory's tokenizer.json,
+    else the small tokenizer shipped in train/assets. A resumed run uses its checkpoint's."""
     model: ModelSection = ModelSection()
     data: DataSection = DataSection()
     optim: OptimConfig = OptimConfig()

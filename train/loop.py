@@ -33,6 +33,7 @@ from train.resolve import (
     flops_per_token,
     resolve_data_config,
     resolve_model_config,
+    resolve_tokenizer_path,
     resolved_config_text,
 )
 from train.step import StepResult, train_step
@@ -113,11 +114,16 @@ def build_model(cfg: TrainConfig, model_cfg: Any, rt: Runtime, init_from: Path |
 
 
 def _loaders(
-    cfg: TrainConfig, data: list[Path], data_cfg: Any, vocab_size: int, rt: Runtime
+    cfg: TrainConfig,
+    data: list[Path],
+    data_cfg: Any,
+    tokenizer_path: Path,
+    vocab_size: int,
+    rt: Runtime,
 ) -> list[Any]:
-    from train.data import PackedLoader, default_tokenizer_path, load_tokenizer
+    from train.data import PackedLoader, load_tokenizer
 
-    tokenizer = load_tokenizer(cfg.tokenizer or default_tokenizer_path())
+    tokenizer = load_tokenizer(tokenizer_path)
     if tokenizer.vocab_size > vocab_size:
         raise ValueError(
             f"the tokenizer has {tokenizer.vocab_size} ids but the model's vocabulary holds "
@@ -172,12 +178,13 @@ def _train(
         )
     model_cfg = resolve_model_config(cfg, init_from if latest is None else None, latest)
     data_cfg = resolve_data_config(cfg, model_cfg)
-    config_text = resolved_config_text(cfg, model_cfg, data_cfg)
+    tokenizer_path = resolve_tokenizer_path(cfg, init_from if latest is None else None, latest)
+    config_text = resolved_config_text(cfg, model_cfg, data_cfg, tokenizer_path)
     model = build_model(cfg, model_cfg, rt, init_from if latest is None else None)
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim)
     ema = EMA(model, cfg.optim.ema_decay) if cfg.optim.ema_decay else None
-    loaders = _loaders(cfg, data, data_cfg, model_cfg.llm.vocab_size, rt)
+    loaders = _loaders(cfg, data, data_cfg, tokenizer_path, model_cfg.llm.vocab_size, rt)
 
     states: dict[str, Any] = {"app": ModelOptimizerState(model, optimizer), "scheduler": scheduler}
     if ema is not None:

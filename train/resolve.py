@@ -8,6 +8,7 @@ set in ``data.overrides`` that disagrees is an error rather than a silent mismat
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
@@ -17,8 +18,6 @@ from train.checkpoint import CheckpointInfo
 from train.config import FreezeTarget, TrainConfig
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from train.batch import PackedBatch
     from train.data import DataConfig
     from train.model import ModelConfig
@@ -61,6 +60,23 @@ def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def resolve_tokenizer_path(
+    cfg: TrainConfig, init_from: Path | None, resume_from: CheckpointInfo | None
+) -> Path:
+    """The checkpoint's tokenizer when resuming; else ``cfg.tokenizer``; else the BAGEL
+    directory's with ``--init-from``; else the small tokenizer shipped in train/assets."""
+    from train.data import default_tokenizer_path
+
+    if resume_from is not None:
+        saved = yaml.safe_load((resume_from.path / "config.yaml").read_text(encoding="utf-8"))
+        return Path(saved["tokenizer"])
+    if cfg.tokenizer is not None:
+        return Path(cfg.tokenizer)
+    if init_from is not None and (Path(init_from) / "tokenizer.json").is_file():
+        return Path(init_from) / "tokenizer.json"
+    return default_tokenizer_path()
+
+
 def resolve_data_config(cfg: TrainConfig, model_cfg: ModelConfig) -> DataConfig:
     from train.data import DataConfig
 
@@ -88,12 +104,16 @@ def resolve_data_config(cfg: TrainConfig, model_cfg: ModelConfig) -> DataConfig:
         raise ValueError(f"data config does not fit the model: {err}") from None
 
 
-def resolved_config_text(cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: DataConfig) -> str:
-    """What a checkpoint records: the training config and the resolved model and data configs."""
+def resolved_config_text(
+    cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: DataConfig, tokenizer: Path
+) -> str:
+    """What a checkpoint records: the training config, the resolved model and data configs and
+    the tokenizer file."""
     doc = {
         "train": cfg.model_dump(mode="json"),
         "model": _jsonable(model_cfg.to_dict()),
         "data": data_cfg.model_dump(mode="json"),
+        "tokenizer": str(Path(tokenizer).resolve()),
     }
     return yaml.safe_dump(doc, sort_keys=False)
 
