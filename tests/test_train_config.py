@@ -43,3 +43,13 @@ def test_tiny_yaml_loads_and_overrides_win() -> None:
     assert TrainConfig.model_validate_json(cfg.model_dump_json()) == cfg
     with pytest.raises(ValueError):  # frozen
         cfg.max_steps = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("name", ["tiny", "gpu_1b", "paper_stage1", "paper_stage2"])
+def test_bundled_configs_resolve(name: str) -> None:
+    from train.resolve import resolve_data_config, resolve_model_config
+
+    cfg = TrainConfig.from_yaml(Path("train/configs") / f"{name}.yaml")
+    data = resolve_data_config(cfg, resolve_model_config(cfg, None, None))
+    if name.startswith("paper"):
+        assert cfg.parallel.num_shard == 32 and cfg.optim.lr == 2e-5 and data.pack_tokens == 65536

@@ -242,9 +242,13 @@ def test_export_to_bagel_layout_and_reimport_is_exact(tmp_path: Path, reference:
         _cli("export", reference, out), env=_env(), capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr[-4000:]
-    assert {"ema.safetensors", "ae.safetensors", "llm_config.json", "vit_config.json"} <= {
-        p.name for p in out.iterdir()
-    }
+    assert {
+        "ema.safetensors",
+        "ae.safetensors",
+        "llm_config.json",
+        "vit_config.json",
+        "tokenizer.json",
+    } <= {p.name for p in out.iterdir()}
     trained = load_checkpoint_model(reference / "ckpt" / f"step-{STEPS:07d}")
     reimported = ChatUMM(trained.config)
     load_bagel_checkpoint(reimported, out)

@@ -6,6 +6,7 @@ handed to the model's BAGEL adapter, which writes BAGEL's file names and tensor 
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import torch
@@ -82,4 +83,8 @@ def export(
     path = find_checkpoint(checkpoint)
     model = load_checkpoint_model(path, ema=ema)
     export_bagel_checkpoint(model, out)
+    # The run's tokenizer goes along, so the directory works as an --init-from source.
+    tokenizer = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")).get("tokenizer")
+    if tokenizer and Path(tokenizer).is_file():
+        shutil.copyfile(tokenizer, out / "tokenizer.json")
     typer.echo(f"exported {path} to {out}")
