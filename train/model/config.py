@@ -113,9 +113,10 @@ class ModelConfig:
     # --- presets ---------------------------------------------------------------------------------
     @classmethod
     def tiny(cls) -> ModelConfig:
+        # The vocabulary covers the tokenizer shipped in train/assets (3,145 ids).
         return cls(
             llm=LLMConfig(
-                vocab_size=512, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
+                vocab_size=3200, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
                 intermediate_size=128, rope_theta=10_000.0,
             ),
             vit=ViTConfig(
