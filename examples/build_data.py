@@ -5,13 +5,14 @@ matplotlib, following examples/build_data.yaml.
 
 The output is committed, so a fresh machine runs the examples without these packages; this script
 is how it was made and how to remake it. It is deterministic for a given Pillow version: photos
-are scaled to at most 512 px on the longest side and saved as JPEG (quality 85), edits are made
-from the scaled photos with PIL.
+are scaled to at most 512 px on the longest side and saved as JPEG (quality 85), edits and
+composites are made from the scaled photos with PIL.
 
 Layout written (paths in the JSONL files are relative to examples/data/):
 
     photos/<id>.jpg, photos/metadata.jsonl   text-to-image rows (a `datasets` imagefolder)
     edits/<id>.jpg, edit.jsonl               edit pairs: source photo, instruction, result
+    compose/<id>.jpg, compose.jsonl          two subject photos and a composite showing both
     subject.jsonl, vqa.jsonl, chat.jsonl     subject rows, understanding Q&A, text-only chats
     LICENSE.md                               origin, credit and licence of every photo
 """
@@ -102,6 +103,55 @@ OPS: dict[str, Callable[..., Image.Image]] = {
 }
 
 
+GAP = 8  # white px between the two photos of a composite, and the frame of an inset
+
+
+def _side_by_side(a: Image.Image, b: Image.Image) -> Image.Image:
+    """Both photos at one height, left and right, the pair at most LONGEST_SIDE wide."""
+    h = int((LONGEST_SIDE - GAP) / (a.width / a.height + b.width / b.height))
+    a, b = (
+        im.resize((round(im.width * h / im.height), h), Image.Resampling.LANCZOS) for im in (a, b)
+    )
+    canvas = Image.new("RGB", (a.width + GAP + b.width, h), "white")
+    canvas.paste(_rgb(a), (0, 0))
+    canvas.paste(_rgb(b), (a.width + GAP, 0))
+    return canvas
+
+
+def _stacked(a: Image.Image, b: Image.Image) -> Image.Image:
+    """Both photos at one width, top and bottom, the pair at most LONGEST_SIDE tall."""
+    w = int((LONGEST_SIDE - GAP) / (a.height / a.width + b.height / b.width))
+    a, b = (
+        im.resize((w, round(im.height * w / im.width)), Image.Resampling.LANCZOS) for im in (a, b)
+    )
+    canvas = Image.new("RGB", (w, a.height + GAP + b.height), "white")
+    canvas.paste(_rgb(a), (0, 0))
+    canvas.paste(_rgb(b), (0, a.height + GAP))
+    return canvas
+
+
+def _inset(a: Image.Image, b: Image.Image, corner: str, fraction: float) -> Image.Image:
+    """``a`` whole, with ``b`` scaled to ``fraction`` of its width, framed in white, pasted
+    ``GAP`` px in from ``corner`` (upper-left, upper-right, lower-left, lower-right)."""
+    w = round(a.width * fraction)
+    small = b.resize((w, round(b.height * w / b.width)), Image.Resampling.LANCZOS)
+    framed = ImageOps.expand(_rgb(small), border=GAP // 2, fill="white")
+    vertical, horizontal = corner.split("-")
+    x = GAP if horizontal == "left" else a.width - framed.width - GAP
+    y = GAP if vertical == "upper" else a.height - framed.height - GAP
+    canvas = _rgb(a).copy()
+    canvas.paste(framed, (x, y))
+    return canvas
+
+
+# Every way to put two photos in one picture: name -> function(first, second, *arguments).
+LAYOUTS: dict[str, Callable[..., Image.Image]] = {
+    "side_by_side": _side_by_side,
+    "stacked": _stacked,
+    "inset": _inset,
+}
+
+
 def jpeg(im: Image.Image) -> bytes:
     buffer = io.BytesIO()
     im.save(buffer, format="JPEG", quality=JPEG_QUALITY, optimize=True)
@@ -154,6 +204,28 @@ def build(plan: dict[str, Any], out: Path) -> dict[str, int]:
             for e in plan["edits"]
         ],
     )
+    subject_captions = {s["photo"]: s["caption"] for s in plan["subjects"]}
+    composites = {}
+    for c in plan["compositions"]:
+        layout, *args = c["layout"]
+        first, second = scaled_photos[c["first"]], scaled_photos[c["second"]]
+        composites[c["id"]] = LAYOUTS[layout](first, second, *args)
+    write_images(out / "compose", composites)
+    write_jsonl(
+        out / "compose.jsonl",
+        [
+            {
+                "id": c["id"],
+                "first_image": f"photos/{c['first']}.jpg",
+                "first_caption": subject_captions[c["first"]],
+                "second_image": f"photos/{c['second']}.jpg",
+                "second_caption": subject_captions[c["second"]],
+                "target_image": f"compose/{c['id']}.jpg",
+                "target_caption": c["caption"],
+            }
+            for c in plan["compositions"]
+        ],
+    )
     write_jsonl(
         out / "subject.jsonl",
         [
@@ -192,6 +264,7 @@ def build(plan: dict[str, Any], out: Path) -> dict[str, int]:
         "t2i": len(photos),
         "edit": len(plan["edits"]),
         "subject": len(plan["subjects"]),
+        "compose": len(plan["compositions"]),
         "vqa": len(vqa),
         "chat": len(plan["chats"]),
     }
@@ -227,10 +300,19 @@ blurred, converted to greyscale, ...), and carries that photograph's licence and
 edits of `china.jpg` and `flower.jpg` are adaptations under CC BY 2.0: credit as above, changes
 as described by each row's instruction.
 
+## Composites
+
+Each `compose/<id>.jpg` combines the two photographs named in `compose.jsonl` (its
+`first_image` and `second_image`) in one picture: side by side, one above the other, or the
+second scaled down and set into a corner of the first in a white frame, as its
+`target_caption` describes. It is an adaptation of both photographs and carries the licence and
+credit of each; a composite that uses `china.jpg` or `flower.jpg` is an adaptation under CC BY 2.0
+(credit as above; changes: scaled and combined with the other photograph as described).
+
 ## Text
 
-The captions, edit instructions, subject captions, questions and answers, and chats were written
-for this repository and are released under the repository's licence (Apache-2.0).
+The captions, edit instructions, subject and composite captions, questions and answers, and chats
+were written for this repository and are released under the repository's licence (Apache-2.0).
 """
 
 

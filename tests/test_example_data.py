@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import io
 from collections import Counter
 from pathlib import Path
+
+from PIL import Image
 
 from synth.contract import Reject
 from synth.sources import (
     ChatRow,
+    ComposeRow,
     EditRow,
     SubjectRow,
     T2IRow,
@@ -25,6 +29,7 @@ def test_example_sources_load_with_zero_rejects() -> None:
         ("photos", "t2i", "imagefolder"),
         ("photo-edits", "edit", "jsonl"),
         ("photo-subjects", "subject", "jsonl"),
+        ("photo-pairs", "compose", "jsonl"),
         ("photo-qa", "vqa", "jsonl"),
         ("small-talk", "chat", "jsonl"),
     ]
@@ -35,11 +40,12 @@ def test_example_sources_load_with_zero_rejects() -> None:
         "photos": 17,
         "photo-edits": 30,
         "photo-subjects": 8,
+        "photo-pairs": 10,
         "photo-qa": 28,
         "small-talk": 18,
     }
     kinds = {T2IRow: "photos", EditRow: "photo-edits", SubjectRow: "photo-subjects"}
-    kinds |= {VQARow: "photo-qa", ChatRow: "small-talk"}
+    kinds |= {ComposeRow: "photo-pairs", VQARow: "photo-qa", ChatRow: "small-talk"}
     for row_type, name in kinds.items():
         assert all(isinstance(r, row_type) for r in rows[name]), name
         ids = [r.row_id for r in rows[name]]  # type: ignore[union-attr]
@@ -53,6 +59,17 @@ def test_example_sources_load_with_zero_rejects() -> None:
         assert edit.source_image in {p.image for p in photos.values()}, edit.row_id
     for subject in rows["photo-subjects"]:
         assert isinstance(subject, SubjectRow) and subject.row_id in photos
+    # Each composite pairs two different subject photos, captioned as the subject rows are, and
+    # is a new picture of its own, at most 512 px on its longest side like every example image.
+    subjects = {r.image: r.caption for r in rows["photo-subjects"] if isinstance(r, SubjectRow)}
+    for pair in rows["photo-pairs"]:
+        assert isinstance(pair, ComposeRow)
+        assert pair.first_image != pair.second_image, pair.row_id
+        assert subjects[pair.first_image] == pair.first_caption, pair.row_id
+        assert subjects[pair.second_image] == pair.second_caption, pair.row_id
+        assert pair.target_image not in (pair.first_image, pair.second_image), pair.row_id
+        assert pair.target_caption, pair.row_id
+        assert max(Image.open(io.BytesIO(pair.target_image)).size) <= 512, pair.row_id
     chats = [r for r in rows["small-talk"] if isinstance(r, ChatRow)]
     languages = Counter(any("\u4e00" <= ch <= "\u9fff" for ch in c.turns[0][1]) for c in chats)
     assert languages[True] >= 3 and languages[False] >= 10  # Chinese and English chats
@@ -62,7 +79,8 @@ def test_example_data_stays_small() -> None:
     data = EXAMPLES / "data"
     total = sum(f.stat().st_size for f in data.rglob("*") if f.is_file())
     assert total < 10 * 2**20, f"examples/data is {total / 2**20:.1f} MiB"
-    assert (data / "LICENSE.md").read_text().count("| `photos/") == 17
+    licence = (data / "LICENSE.md").read_text()
+    assert licence.count("| `photos/") == 17 and "## Composites" in licence
 
 
 def test_build_data_remakes_the_committed_files(tmp_path: Path) -> None:
@@ -72,7 +90,6 @@ def test_build_data_remakes_the_committed_files(tmp_path: Path) -> None:
 
     import pytest
     import yaml
-    from PIL import Image
 
     for package in ("skimage", "sklearn", "matplotlib"):
         if importlib.util.find_spec(package) is None:
@@ -101,6 +118,11 @@ def test_synth_sources_command_reads_the_examples() -> None:
 
     result = CliRunner().invoke(app, ["sources", str(EXAMPLES / "sources.yaml")])
     assert result.exit_code == 0, result.output
-    for name, count in (("photos", 17), ("photo-edits", 30), ("small-talk", 18)):
+    for name, count in (
+        ("photos", 17),
+        ("photo-edits", 30),
+        ("photo-pairs", 10),
+        ("small-talk", 18),
+    ):
         line = next(ln for ln in result.output.splitlines() if f" {name} " in ln)
         assert f" {count} " in line, line

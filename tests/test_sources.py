@@ -21,6 +21,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 from synth.contract import Reject
 from synth.sources import (
     ChatRow,
+    ComposeRow,
     EditRow,
     SourceSpec,
     SubjectRow,
@@ -202,6 +203,103 @@ def test_jsonl_with_relative_image_paths_and_a_broken_line(tmp_path: Path) -> No
     assert "missing.png" in next(r.detail for r in items if isinstance(r, Reject))
 
 
+def test_compose_rows_from_parquet_with_a_subjects200k_like_column_mapping(
+    tmp_path: Path,
+) -> None:
+    """Two subjects and the image of both, under the data's own column names; a row missing a
+    subject's caption or holding a broken image is a reject; the target caption is optional."""
+    struct = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+
+    def images(*colors: str | None) -> pa.Array:
+        return pa.array(
+            [{"bytes": encoded(c) if c else b"broken", "path": None} for c in colors], type=struct
+        )
+
+    table = pa.table(
+        {
+            "uid": ["p0", "p1", "p2", "p3"],
+            "subject_1": images("white", "orange", "gray", "white"),
+            "subject_1_text": ["a white cat", "an orange fox", "a grey owl", ""],
+            "subject_2": images("gold", "green", None, "gold"),
+            "subject_2_text": ["a golden retriever", "a green frog", "a grey mouse", "a dog"],
+            "composite": images("silver", "lime", "gray", "silver"),
+            "composite_text": ["a white cat beside a golden retriever", None, "", "x"],
+        }
+    )
+    pq.write_table(table, tmp_path / "pairs.parquet")
+    mapping = (
+        "{id: uid, first_image: subject_1, first_caption: subject_1_text, second_image: "
+        "subject_2, second_caption: subject_2_text, target_image: composite, "
+        "target_caption: composite_text}"
+    )
+    items = load_one(
+        tmp_path, f"  - {{name: x2i, kind: compose, path: pairs.parquet, columns: {mapping}}}\n"
+    )
+
+    rows = [i for i in items if isinstance(i, ComposeRow)]
+    assert [(r.row_id, r.first_caption, r.second_caption, r.target_caption) for r in rows] == [
+        ("p0", "a white cat", "a golden retriever", "a white cat beside a golden retriever"),
+        ("p1", "an orange fox", "a green frog", ""),  # no target caption: still a row
+    ]
+    first = rows[0]
+    assert (first.first_image, first.second_image) == (encoded("white"), encoded("gold"))
+    assert first.target_image == encoded("silver")
+    records = [first.first_record(), first.second_record(), first.target_record()]
+    assert [(r.source, r.source_row, r.caption) for r in records] == [
+        ("x2i", "p0", "a white cat"),
+        ("x2i", "p0", "a golden retriever"),
+        ("x2i", "p0", "a white cat beside a golden retriever"),
+    ]
+    assert rejects(items) == [("source:bad-image", "p2"), ("source:no-caption", "p3")]
+    bad_image, no_caption = (i for i in items if isinstance(i, Reject))
+    assert "'subject_2' (second_image)" in bad_image.detail
+    assert "'subject_1_text' (first_caption)" in no_caption.detail
+    assert set(json.loads(no_caption.payload)) == {
+        "uid",
+        "subject_1_text",
+        "subject_2_text",
+        "composite_text",
+    }  # the text fields, never the image bytes
+
+    # A column the kind requires and the data lacks is a configuration error, before any row.
+    pq.write_table(table.drop(["subject_2_text"]), tmp_path / "pairs.parquet")
+    sources = load_sources_file(tmp_path / "sources.yaml")
+    with pytest.raises(ValueError, match=r"no column for second_caption <- 'subject_2_text'"):
+        list(iter_source_rows(sources.sources[0], sources.base_dir))
+
+
+def test_compose_rows_from_jsonl_with_relative_paths(tmp_path: Path) -> None:
+    for name, color in (("cat", "white"), ("cup", "red"), ("both", "pink")):
+        (tmp_path / f"{name}.png").write_bytes(encoded(color))
+    (tmp_path / "empty.png").write_bytes(b"")
+    pair = {"first_image": "cat.png", "first_caption": "a cat", "second_image": "cup.png",
+            "second_caption": "a red cup", "target_image": "both.png",
+            "target_caption": "a cat beside a red cup"}  # fmt: skip
+    lines = [
+        pair,
+        {**pair, "second_caption": "  "},  # source:no-caption
+        {**pair, "target_image": "empty.png"},  # source:bad-image (zero bytes)
+        {**pair, "first_image": "nowhere.png"},  # source:bad-image (missing file)
+        {k: v for k, v in pair.items() if k != "target_caption"},
+    ]
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    items = load_one(tmp_path, "  - {name: pairs, kind: compose, path: pairs.jsonl}\n")
+
+    assert [type(i) for i in items] == [ComposeRow, Reject, Reject, Reject, ComposeRow]
+    good, last = items[0], items[4]
+    assert isinstance(good, ComposeRow) and isinstance(last, ComposeRow)
+    assert good.target_image == encoded("pink") and good.target_caption == pair["target_caption"]
+    assert last.target_caption == ""
+    assert rejects(items) == [
+        ("source:no-caption", "1"),
+        ("source:bad-image", "2"),
+        ("source:bad-image", "3"),
+    ]
+    details = [i.detail for i in items if isinstance(i, Reject)]
+    assert "(second_caption) is empty" in details[0] and "zero-size" in details[1]
+    assert "nowhere.png" in details[2]
+
+
 def test_imagefolder_with_datasets_metadata_jsonl(tmp_path: Path) -> None:
     folder = tmp_path / "photos"
     (folder / "sub").mkdir(parents=True)
@@ -365,7 +463,8 @@ def test_sources_file_resolves_paths_and_formats(tmp_path: Path) -> None:
         ),
         (
             "sources:\n  - name: t\n    kind: txt2img\n    path: x.jsonl\n",
-            "sources.yaml line 3: unknown kind 'txt2img' (known: t2i, edit, subject, vqa, chat)",
+            "sources.yaml line 3: unknown kind 'txt2img' (known: t2i, edit, subject, compose, "
+            "vqa, chat)",
         ),
         (
             "sources:\n  - name: t\n    kind: t2i\n    path: x.jsonl\n    format: csv\n",
@@ -376,6 +475,13 @@ def test_sources_file_resolves_paths_and_formats(tmp_path: Path) -> None:
             "      source_image: a\n      instrucion: b\n",
             "sources.yaml line 7: unknown column field 'instrucion' for kind edit (known: "
             "source_image, source_caption, instruction, target_image, target_caption, id)",
+        ),
+        (
+            "sources:\n  - name: t\n    kind: compose\n    path: x.jsonl\n    columns:\n"
+            "      image_a: a\n",
+            "sources.yaml line 6: unknown column field 'image_a' for kind compose (known: "
+            "first_image, first_caption, second_image, second_caption, target_image, "
+            "target_caption, id)",
         ),
         (
             "sources:\n  - name: t\n    kind: t2i\n    path: nowhere.parquet\n",

@@ -2,33 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
-import random
 import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import datasets
-import pytest
 
-from ops import TemplateBackend
 from synth.contract import DialogueSample
 from synth.shards import iter_samples, read_manifest
-from synth.sources import SubjectRow, iter_source_rows, load_sources_file
-from synth.stages.config import RunConfig
-from synth.stages.dialogue import StageContext
-from synth.stages.plan import WorkItem
-from synth.stages.stage_a import StageA
-from synth.stages.stage_b import DistractorPool, StageB
-from synth.stages.stage_c import StageC
+from synth.stages.words import words_of
 from taxonomy import TASKS, TaskName
 from tests.stages_support import EXAMPLES, op_answer, run_stage
-
-# The bundled data has no subject-composition source (two subjects plus the image of both), so
-# t_i_in_1 and ti_i_i1_1 and what derives from them are built from hand-made items below.
-PAIR_TASKS = {"t_i_in_1", "ti_i_i1_1"}
 
 
 def check_structure(sample: DialogueSample) -> None:
@@ -54,6 +39,15 @@ def check_structure(sample: DialogueSample) -> None:
         q, a = turns[final].parts[-1], turns[final + 1].parts[-1]
         ops = [prov.llm_calls[q.call].operation, prov.llm_calls[a.call].operation]  # type: ignore[index]
         assert ops == ["Q_from_caption", "A_from_caption"]
+    if str(base.name) in ("t_i_in_1", "ti_i_i1_1"):
+        # The answer is the composite: a third image of the compose row the two subjects are.
+        subjects = [i for t in prov.depends_on for i in turns[t].images] + list(turns[final].images)
+        answer_image = turns[final + 1].images[0]
+        assert len(subjects) == 2 and answer_image not in subjects
+        rows = {(sample.images[i].source, sample.images[i].source_row) for i in subjects}
+        assert rows == {
+            (sample.images[answer_image].source, sample.images[answer_image].source_row)
+        }
     if name.depth == "n":
         query = next(p for p in turns[final].parts if p.type == "text")
         dep_op = TASKS[str(replace(name, output="i"))].operations[-1]
@@ -73,8 +67,7 @@ def test_bundled_data_a_b_c_with_the_template_backend(tmp_path: Path) -> None:
         for sample in iter_samples(out):
             check_structure(sample)
             made.add(sample.task)
-    expected = {t for t, spec in TASKS.items() if not _from_pair(spec.name)}
-    assert made == expected
+    assert made == set(TASKS)  # all 20, the two-subject compositions included
     # Stage b deepened every depth-1 sample and passed the rest through unchanged.
     a_samples = {s.sample_id: s for s in iter_samples(a)}
     for sample in iter_samples(b):
@@ -89,6 +82,7 @@ def test_bundled_data_a_b_c_with_the_template_backend(tmp_path: Path) -> None:
                 sample.provenance.llm_calls[: len(parent.provenance.llm_calls)]
                 == parent.provenance.llm_calls
             )
+            check_unrelated_distractors(sample)
     assert read_manifest(a).config["sources_file"] == str(EXAMPLES)
     done = subprocess.run(
         [sys.executable, "-m", "synth", "validate", str(cb)], capture_output=True, text=True
@@ -98,40 +92,19 @@ def test_bundled_data_a_b_c_with_the_template_backend(tmp_path: Path) -> None:
     assert loaded.num_rows == read_manifest(cb).samples
 
 
-def _from_pair(name: TaskName) -> bool:
-    spec = TASKS[str(name)]
-    while spec.derived_from is not None:
-        spec = TASKS[str(spec.derived_from)]
-    return str(spec.name) in PAIR_TASKS
-
-
-@pytest.mark.parametrize("task", sorted(PAIR_TASKS))
-def test_composition_tasks_through_all_three_stages(task: str, tmp_path: Path) -> None:
-    sources = load_sources_file(EXAMPLES)
-    rows = iter_source_rows(sources.get("photo-subjects"), sources.base_dir)
-    subjects = [next(rows) for _ in range(3)]
-    assert all(isinstance(r, SubjectRow) for r in subjects)
-    # The third subject photo stands in for the composition target: the builders read only
-    # its caption and bytes, and the structure checked here does not depend on what it shows.
-    item = WorkItem(task, tuple(subjects))
-    cfg = RunConfig(out=tmp_path, sources=EXAMPLES)
-    backend = TemplateBackend()
-
-    async def build(stage: Any, item: Any, seed: int) -> DialogueSample:
-        ctx = StageContext(cfg, backend, stage.origin(item), random.Random(seed))
-        return await stage.build(item, ctx)  # type: ignore[no-any-return]
-
-    stage_c = StageC(cfg, tmp_path)
-    sample = asyncio.run(build(StageA(cfg, sources), item, 0))
-    deep = asyncio.run(build(StageB(cfg, tmp_path, DistractorPool(sources, 50)), sample, 1))
-    for s in (
-        sample,
-        deep,
-        asyncio.run(build(stage_c, sample, 2)),
-        asyncio.run(build(stage_c, deep, 3)),
-    ):
-        check_structure(s)
-    assert (sample.task, deep.task) == (task, str(TaskName.parse(task).deepen()))
+def check_unrelated_distractors(sample: DialogueSample) -> None:
+    """What a distractor round shows (its images' captions, the text it copied from its source)
+    shares no content word with any image the final turn depends on: both subjects of a
+    composition, not only one."""
+    turns, images = sample.turns, sample.images
+    dependencies = [
+        images[i].caption for t in sample.provenance.depends_on for i in turns[t].images
+    ]
+    assert len(dependencies) == {"t1": 0, "i1": 1, "in": 2}[TaskName.parse(sample.task).dependency]
+    for t in sample.provenance.distractor_turns:
+        shown = [images[i].caption for i in turns[t].images]
+        shown += [p.text or "" for p in turns[t].parts if p.type == "text" and p.call is None]
+        assert words_of(shown).isdisjoint(words_of(dependencies)), (sample.task, shown)
 
 
 def test_bundled_data_through_the_fake_openai_server(tmp_path: Path, fake_openai) -> None:
@@ -145,6 +118,8 @@ def test_bundled_data_through_the_fake_openai_server(tmp_path: Path, fake_openai
     assert not read_manifest(a).reject_counts and not summary["rejects"]
     samples = list(iter_samples(c))
     assert len(samples) == 16
+    # The first 16 items of the plan mix every source, the compositions included.
+    assert {"t_ti_in_n", "ti_ti_i1_n"} <= {s.task for s in samples}
     for sample in samples:
         check_structure(sample)
         assert {call.backend for call in sample.provenance.llm_calls} == {"openai"}

@@ -131,3 +131,45 @@ def test_no_unrelated_distractor_is_a_reject(tmp_path: Path) -> None:
     # Each target's only possible distractor is the other lighthouse, or itself.
     assert Counter(r.reason for r in iter_rejects(b)) == {"stage-b:no-unrelated-distractor": 2}
     assert not list(iter_samples(b))
+
+
+def test_a_composition_distractor_must_be_unrelated_to_both_subjects(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    root.mkdir()
+    red, blue, green = (_png(root / f"{c}.png", c) for c in ("red", "blue", "green"))
+    # No target caption: what the distractors are checked against is the two subjects alone.
+    _jsonl(root / "compose.jsonl", [
+        {"first_image": red, "first_caption": "A red lighthouse on a rocky cape.",
+         "second_image": blue, "second_caption": "A striped kite above the dunes.",
+         "target_image": green},
+        {"first_image": blue, "first_caption": "A striped kite above the dunes.",
+         "second_image": red, "second_caption": "A red lighthouse on a rocky cape.",
+         "target_image": green},
+    ])  # fmt: skip
+    related = [
+        {"image": red, "question": "Where does the lighthouse stand?", "answer": "On a cape."},
+        {"image": blue, "question": "What flies over the dunes?", "answer": "A kite."},
+    ]
+    unrelated = {"image": green, "question": "How many legs has a spider?", "answer": "Eight."}
+    sources = root / "sources.yaml"
+    sources.write_text(
+        "sources:\n  - {name: pairs, kind: compose, path: compose.jsonl}\n"
+        "  - {name: qa, kind: vqa, path: vqa.jsonl}\n"
+    )
+    a = tmp_path / "a"
+    _jsonl(root / "vqa.jsonl", related)
+    run_stage("a", sources=sources, out=a, seed=5)
+    assert {s.task for s in iter_samples(a)} == {"t_i_in_1", "ti_i_i1_1"}
+
+    # Each vqa row names one of the two subjects: neither may come between them and the request.
+    run_stage("b", **{"in": a}, out=tmp_path / "b1", distractors=(1, 1))
+    assert Counter(r.reason for r in iter_rejects(tmp_path / "b1")) == {
+        "stage-b:no-unrelated-distractor": 2
+    }
+    _jsonl(root / "vqa.jsonl", [*related, unrelated])
+    run_stage("b", **{"in": a}, out=tmp_path / "b2", sources=sources, distractors=(1, 1))
+    deep = list(iter_samples(tmp_path / "b2"))
+    assert {s.task for s in deep} == {"t_i_in_n", "ti_i_i1_n"}
+    for sample in deep:
+        (question, _) = sample.provenance.distractor_turns
+        assert unrelated["question"] in sample.turns[question].text

@@ -1,8 +1,8 @@
 """Single-turn source data for the composer: the sources file, and typed rows streamed from it.
 
-A sources file names each source, its kind (t2i, edit, subject, vqa, chat), where it is (a
-Parquet file or folder, a JSONL file with image paths, an image folder, or a ``datasets`` dataset)
-and how its columns map onto the fields of that kind. ``iter_source_rows`` streams one source as
+A sources file names each source, its kind (t2i, edit, subject, compose, vqa, chat), where it
+is (a Parquet file or folder, a JSONL file with image paths, an image folder, or a ``datasets``
+dataset) and how its columns map onto the fields of that kind. ``iter_source_rows`` streams one source as
 typed rows; a row that cannot become one (no caption, an unreadable image, an empty instruction,
 ...) comes out as a ``Reject`` with its reason and row id, and the stream goes on.
 
@@ -22,6 +22,7 @@ from synth.sources.readers import read_records
 from synth.sources.rows import (
     REASONS,
     ChatRow,
+    ComposeRow,
     EditRow,
     SourceRow,
     SubjectRow,
@@ -47,6 +48,7 @@ __all__ = [
     "REASONS",
     "REQUIRED_FIELDS",
     "ChatRow",
+    "ComposeRow",
     "EditRow",
     "Format",
     "Kind",

@@ -24,7 +24,8 @@ ChatRole = Literal["user", "assistant"]
 
 # Every reason a source row can be rejected for.
 REASONS = {
-    "source:no-caption": "a text-to-image or subject row without a caption",
+    "source:no-caption": "a text-to-image or subject row without a caption, or a compose row "
+    "without the caption of one of its two subjects",
     "source:empty-instruction": "an edit row without an instruction",
     "source:no-question": "an understanding row without a question",
     "source:no-answer": "an understanding row without an answer",
@@ -71,6 +72,28 @@ class SubjectRow(_Row):
 
 
 @dataclass(frozen=True, slots=True)
+class ComposeRow(_Row):
+    """Two subjects and the image of both together: the answer to "draw them together"."""
+
+    kind: ClassVar[str] = "compose"
+    first_image: bytes = field(repr=False)
+    first_caption: str
+    second_image: bytes = field(repr=False)
+    second_caption: str
+    target_image: bytes = field(repr=False)
+    target_caption: str  # "" when the data has none
+
+    def first_record(self) -> ImageRecord:
+        return self._record(self.first_image, self.first_caption)
+
+    def second_record(self) -> ImageRecord:
+        return self._record(self.second_image, self.second_caption)
+
+    def target_record(self) -> ImageRecord:
+        return self._record(self.target_image, self.target_caption)
+
+
+@dataclass(frozen=True, slots=True)
 class EditRow(_Row):
     kind: ClassVar[str] = "edit"
     source_image: bytes = field(repr=False)
@@ -103,7 +126,7 @@ class ChatRow(_Row):
     turns: tuple[tuple[ChatRole, str], ...]  # alternating, user first, assistant last
 
 
-SourceRow = T2IRow | EditRow | SubjectRow | VQARow | ChatRow
+SourceRow = T2IRow | EditRow | SubjectRow | ComposeRow | VQARow | ChatRow
 
 
 class _Bad(Exception):
@@ -156,6 +179,18 @@ def _build(spec: SourceSpec, record: Record, columns: dict[str, str], row_id: st
     if spec.kind == "subject":
         caption = text("caption", "source:no-caption")
         return SubjectRow(*key, image=image("image"), caption=caption)
+    if spec.kind == "compose":
+        first_caption = text("first_caption", "source:no-caption")
+        second_caption = text("second_caption", "source:no-caption")
+        return ComposeRow(
+            *key,
+            first_image=image("first_image"),
+            first_caption=first_caption,
+            second_image=image("second_image"),
+            second_caption=second_caption,
+            target_image=image("target_image"),
+            target_caption=text("target_caption"),
+        )
     if spec.kind == "edit":
         instruction = text("instruction", "source:empty-instruction")
         return EditRow(

@@ -3,10 +3,16 @@
 ```yaml
 sources:
   - name: my-t2i
-    kind: t2i            # t2i | edit | subject | vqa | chat
+    kind: t2i            # t2i | edit | subject | compose | vqa | chat
     path: data/t2i.parquet
     columns: {image: image, caption: caption}   # optional when the names are already these
 ```
+
+The kinds: ``t2i`` an image and its caption; ``edit`` a source image, an instruction and the
+edited image; ``subject`` one subject's image and caption; ``compose`` two subjects' images and
+captions plus the image showing both together (multi-subject data in the style of OmniGen's
+X2I, MUSAR or Subjects200K), which feeds the "draw them together" tasks; ``vqa`` understanding
+Q&A and ``chat`` text chats, the distractor material of stage b.
 
 Relative paths resolve against the sources file's folder. ``format`` is detected from the path
 when left out (``.parquet`` or a folder of them: parquet; ``.jsonl``: jsonl; a folder saved by
@@ -25,7 +31,7 @@ from typing import Any, Literal, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
-Kind = Literal["t2i", "edit", "subject", "vqa", "chat"]
+Kind = Literal["t2i", "edit", "subject", "compose", "vqa", "chat"]
 Format = Literal["parquet", "jsonl", "imagefolder", "hf"]
 
 # The fields a row of each kind is made of. ``columns`` maps these names to the data's columns;
@@ -35,21 +41,33 @@ KIND_FIELDS: dict[str, tuple[str, ...]] = {
     "t2i": ("image", "caption"),
     "edit": ("source_image", "source_caption", "instruction", "target_image", "target_caption"),
     "subject": ("image", "caption"),
+    # Subject A, subject B, and the one image that shows both of them (the composition target).
+    "compose": (
+        "first_image",
+        "first_caption",
+        "second_image",
+        "second_caption",
+        "target_image",
+        "target_caption",
+    ),
     "vqa": ("image", "question", "answer"),
     # Either a list of messages in `turns`, or one exchange in `user` + `assistant`.
     "chat": ("turns", "user", "assistant"),
 }
 # Fields a row must have; the others may be absent from the data (editing datasets such as
-# MagicBrush carry no captions, single-exchange chat data has no `turns`).
+# MagicBrush carry no captions, single-exchange chat data has no `turns`). A compose row needs
+# both subjects' captions (the requests that generate them are written from them); the target's
+# caption is optional, as an edit's is (stage c rejects a sample whose final image has none).
 REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
     "t2i": ("image", "caption"),
     "edit": ("source_image", "instruction", "target_image"),
     "subject": ("image", "caption"),
+    "compose": ("first_image", "first_caption", "second_image", "second_caption", "target_image"),
     "vqa": ("image", "question", "answer"),
     "chat": (),
 }
 _LITERALS: dict[str, Any] = {"kind": Kind, "format": Format}
-IMAGE_FIELDS = frozenset({"image", "source_image", "target_image"})
+IMAGE_FIELDS = frozenset({"image", "source_image", "target_image", "first_image", "second_image"})
 ID_FIELD = "id"
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")

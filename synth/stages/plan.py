@@ -8,12 +8,11 @@ before sharding, so the shards of a limited run still add up to the limited unsh
 
 Stage a assigns tasks to source rows. Sources are read round-robin, one row from each in turn,
 so any prefix of the plan (``--limit``) mixes every kind. Each row picks one of the tasks its
-kind can feed (``RECIPES``) with probability proportional to ``weight(task) * rows(task)``:
-a two-row task consumes two rows per sample, so within a kind the *samples* follow the mix. The
-overall share of each task also follows how many rows of each kind the sources hold. A row
-that picks a two-row task waits for the next row of its source that picks the same task; an
-unpaired row at the end of a source falls back to a one-row task of its kind. vqa and chat
-sources feed no stage-a task; they are read too, so their bad rows are rejected here, once.
+kind can feed (``RECIPES``) with probability proportional to ``weight(task)``, so within a kind
+the samples follow the mix; the overall share of each task also follows how many rows of each
+kind the sources hold. Every task is built from one row: the two-subject tasks read a compose
+row, which holds both subjects and the image of them together. vqa and chat sources feed no
+stage-a task; they are read too, so their bad rows are rejected here, once.
 """
 
 from __future__ import annotations
@@ -54,11 +53,10 @@ def shard_items(
 
 @dataclass(frozen=True)
 class Recipe:
-    """A stage-a task built from ``rows`` rows of one source ``kind``, if ``usable(row)``."""
+    """A stage-a task built from one row of source ``kind``, if ``usable(row)``."""
 
     task: str
     kind: str
-    rows: int = 1
     usable: Callable[[Any], bool] = lambda row: True
 
 
@@ -76,24 +74,24 @@ RECIPES: tuple[Recipe, ...] = (
     Recipe("t_i_i1_1", "edit", usable=_has_source_caption),
     Recipe("t_i_0_0", "subject"),
     Recipe("t_i_t1_1", "subject"),
-    # t_i_in_1 and ti_i_i1_1 answer "draw them together" with an image of both subjects: they
-    # need a composition target (two subject images plus the image of both, as subject-driven
-    # datasets hold). A subject row has one image and one caption, so no source kind feeds
-    # them yet; stage_a builds them from (first, second, target) rows once one does.
+    # "Draw them together" is answered with an image of both subjects: only a compose row,
+    # two subjects plus the image of the two, can feed these.
+    Recipe("t_i_in_1", "compose"),
+    Recipe("ti_i_i1_1", "compose"),
 )
 STAGE_A_KINDS = frozenset(r.kind for r in RECIPES)
 
 
 @dataclass(frozen=True)
 class WorkItem:
-    """One stage-a sample to build: a task and the source rows it is made of."""
+    """One stage-a sample to build: a task and the source row it is made of."""
 
     task: str
-    rows: tuple[Any, ...]
+    row: Any
 
     @property
     def refs(self) -> list[str]:
-        return [f"{r.source}:{r.row_id}" for r in self.rows]
+        return [f"{self.row.source}:{self.row.row_id}"]
 
     @property
     def key(self) -> str:
@@ -113,7 +111,6 @@ def plan_stage_a(
         for planner in active:
             produced = planner.step()
             if produced is None:
-                yield from planner.finish()
                 continue
             yield from produced
             still.append(planner)
@@ -128,10 +125,9 @@ class _SourcePlanner:
         self.recipes = [r for r in RECIPES if r.kind == kind and weights.get(r.task, 0) > 0]
         self.weights = weights
         self.rng = random.Random(derive_seed(seed, "plan-a", name))
-        self.waiting: dict[str, Any] = {}  # task -> row waiting for its partner
 
     def step(self) -> list[WorkItem | Reject] | None:
-        """Plan the next row: [] while it waits for a partner; None at the end of the source."""
+        """Plan the next row: [] for distractor material; None at the end of the source."""
         row = next(self.rows, None)
         if row is None:
             return None
@@ -139,45 +135,20 @@ class _SourcePlanner:
             return [row]
         if self.kind not in STAGE_A_KINDS:
             return []  # distractor material for stage b; read here only to record bad rows
-        recipe = self._choose(row, self.recipes)
-        if recipe is None:
-            return [self._unusable(row)]
-        if recipe.rows == 1:
-            return [WorkItem(recipe.task, (row,))]
-        partner = self.waiting.pop(recipe.task, None)
-        if partner is None:
-            self.waiting[recipe.task] = row
-            return []
-        return [WorkItem(recipe.task, (partner, row))]
-
-    def finish(self) -> list[WorkItem | Reject]:
-        out: list[WorkItem | Reject] = []
-        for row in self.waiting.values():
-            single = [r for r in self.recipes if r.rows == 1]
-            recipe = self._choose(row, single)
-            out.append(WorkItem(recipe.task, (row,)) if recipe else self._unusable(row, True))
-        self.waiting.clear()
-        return out
-
-    def _choose(self, row: Any, recipes: list[Recipe]) -> Recipe | None:
-        usable = [r for r in recipes if r.usable(row)]
+        usable = [r for r in self.recipes if r.usable(row)]
         if not usable:
-            return None
-        w = [self.weights[r.task] * r.rows for r in usable]
-        return self.rng.choices(usable, weights=w)[0]
+            return [self._unusable(row)]
+        recipe = self.rng.choices(usable, weights=[self.weights[r.task] for r in usable])[0]
+        return [WorkItem(recipe.task, row)]
 
-    def _unusable(self, row: Any, unpaired: bool = False) -> Reject:
+    def _unusable(self, row: Any) -> Reject:
         tasks = sorted({r.task for r in RECIPES if r.kind == self.kind})
-        why = (
-            "it was left without a partner for a two-row task and no one-row task is enabled"
-            if unpaired
-            else f"no task enabled by the mix can use it (tasks of kind {self.kind}: {tasks}; "
-            "t_i_i1_1 also needs a source caption)"
-        )
         return Reject(
             stage="a",
             reason="plan:no-task-for-row",
-            detail=f"{self.kind} row {row.row_id} of source {self.name!r}: {why}",
+            detail=f"{self.kind} row {row.row_id} of source {self.name!r}: no task enabled by "
+            f"the mix can use it (tasks of kind {self.kind}: {tasks}; t_i_i1_1 also needs a "
+            "source caption)",
             source=self.name,
             source_row=str(row.row_id),
         )

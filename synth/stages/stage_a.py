@@ -12,25 +12,23 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from synth.contract import DialogueSample, Part, Reject
-from synth.sources import EditRow, SourcesFile, iter_source_rows
+from synth.sources import ComposeRow, EditRow, SourcesFile, SubjectRow, T2IRow, iter_source_rows
 from synth.stages.config import Language, RunConfig
 from synth.stages.dialogue import Dialogue, Origin, StageContext, sample_id
 from synth.stages.plan import WorkItem, plan_stage_a
 from synth.stages.words import detect_language
 
-Build = Callable[[StageContext, Dialogue, tuple[Any, ...]], Awaitable[tuple[int, ...]]]
+Build = Callable[[StageContext, Dialogue, Any], Awaitable[tuple[int, ...]]]
 
 
-async def t_i_0_0(ctx: StageContext, d: Dialogue, rows: tuple[Any, ...]) -> tuple[int, ...]:
-    (row,) = rows
+async def t_i_0_0(ctx: StageContext, d: Dialogue, row: T2IRow | SubjectRow) -> tuple[int, ...]:
     query = await ctx.op("caption2query", {"caption": row.caption})
     d.user(d.text(query.text, query.call))
     d.assistant(d.output(row.record()))
     return ()
 
 
-async def t_i_t1_1(ctx: StageContext, d: Dialogue, rows: tuple[Any, ...]) -> tuple[int, ...]:
-    (row,) = rows
+async def t_i_t1_1(ctx: StageContext, d: Dialogue, row: T2IRow | SubjectRow) -> tuple[int, ...]:
     qa = await ctx.op("caption2QA_q", {"caption": row.caption})
     call = d.call(qa.call)  # one call wrote the question, the answer and the request
     question, answer, request = qa_texts(qa)
@@ -41,15 +39,13 @@ async def t_i_t1_1(ctx: StageContext, d: Dialogue, rows: tuple[Any, ...]) -> tup
     return (0, 1)
 
 
-async def ti_i_0_0(ctx: StageContext, d: Dialogue, rows: tuple[Any, ...]) -> tuple[int, ...]:
-    (edit,) = rows
+async def ti_i_0_0(ctx: StageContext, d: Dialogue, edit: EditRow) -> tuple[int, ...]:
     d.user(d.upload(edit.source_record()), d.text(edit.instruction))
     d.assistant(d.output(edit.target_record()))
     return ()
 
 
-async def t_i_i1_1(ctx: StageContext, d: Dialogue, rows: tuple[Any, ...]) -> tuple[int, ...]:
-    (edit,) = rows
+async def t_i_i1_1(ctx: StageContext, d: Dialogue, edit: EditRow) -> tuple[int, ...]:
     query = await ctx.op("caption2query", {"caption": edit.source_caption})
     d.user(d.text(query.text, query.call))
     generated = d.assistant(d.output(edit.source_record()))
@@ -58,37 +54,38 @@ async def t_i_i1_1(ctx: StageContext, d: Dialogue, rows: tuple[Any, ...]) -> tup
     return (generated,)
 
 
-async def t_i_in_1(ctx: StageContext, d: Dialogue, rows: tuple[Any, ...]) -> tuple[int, ...]:
-    first, second, target = rows
+async def t_i_in_1(ctx: StageContext, d: Dialogue, pair: ComposeRow) -> tuple[int, ...]:
     # The three requests depend only on captions: ask for them at once, each with its own RNG
     # drawn first so the answers do not depend on which request finishes first.
     q1, q2, together = await asyncio.gather(
-        ctx.fork().op("caption2query", {"caption": first.caption}),
-        ctx.fork().op("caption2query", {"caption": second.caption}),
-        ctx.fork().op("drive_hs", {"caption_a": first.caption, "caption_b": second.caption}),
+        ctx.fork().op("caption2query", {"caption": pair.first_caption}),
+        ctx.fork().op("caption2query", {"caption": pair.second_caption}),
+        ctx.fork().op(
+            "drive_hs", {"caption_a": pair.first_caption, "caption_b": pair.second_caption}
+        ),
     )
     d.user(d.text(q1.text, q1.call))
-    a = d.assistant(d.output(first.record()))
+    a = d.assistant(d.output(pair.first_record()))
     d.user(d.text(q2.text, q2.call))
-    b = d.assistant(d.output(second.record()))
+    b = d.assistant(d.output(pair.second_record()))
     d.user(d.text(together.text, together.call))
-    d.assistant(d.output(target.record()))
+    d.assistant(d.output(pair.target_record()))
     return (a, b)
 
 
-async def ti_i_i1_1(ctx: StageContext, d: Dialogue, rows: tuple[Any, ...]) -> tuple[int, ...]:
-    generated, uploaded, target = rows
+async def ti_i_i1_1(ctx: StageContext, d: Dialogue, pair: ComposeRow) -> tuple[int, ...]:
+    # The first subject is generated, the second is the user's upload.
     query, combine = await asyncio.gather(
-        ctx.fork().op("caption2query", {"caption": generated.caption}),
+        ctx.fork().op("caption2query", {"caption": pair.first_caption}),
         ctx.fork().op(
             "drive_i_h",
-            {"history_caption": generated.caption, "upload_caption": uploaded.caption},
+            {"history_caption": pair.first_caption, "upload_caption": pair.second_caption},
         ),
     )
     d.user(d.text(query.text, query.call))
-    a = d.assistant(d.output(generated.record()))
-    d.user(d.upload(uploaded.record()), d.text(combine.text, combine.call))
-    d.assistant(d.output(target.record()))
+    a = d.assistant(d.output(pair.first_record()))
+    d.user(d.upload(pair.second_record()), d.text(combine.text, combine.call))
+    d.assistant(d.output(pair.target_record()))
     return (a,)
 
 
@@ -133,15 +130,15 @@ class StageA:
     def _language(self, item: WorkItem, ctx: StageContext) -> Language:
         """An edit dialogue speaks the language of its (copied) instruction; any other draws
         one from ``languages``."""
-        if isinstance(item.rows[0], EditRow):
-            return detect_language(item.rows[0].instruction)
+        if isinstance(item.row, EditRow):
+            return detect_language(item.row.instruction)
         langs = [k for k, w in self.cfg.languages.items() if w > 0]
         return ctx.rng.choices(langs, [self.cfg.languages[k] for k in langs])[0]
 
     async def build(self, item: WorkItem, ctx: StageContext) -> DialogueSample:
         ctx.language = self._language(item, ctx)
         d = Dialogue()
-        depends_on = await BUILDERS[item.task](ctx, d, item.rows)
+        depends_on = await BUILDERS[item.task](ctx, d, item.row)
         return d.build(
             sample_id=ctx.origin.sample_id,
             task=item.task,
