@@ -14,12 +14,12 @@ from tests.stages_support import EXAMPLES, run_stage
 class BundledRun:
     stage_a: Path
     stage_b: Path
-    stage_c: Path  # interleaved forms of the stage-b output (its depth-n and depth-0 tasks)
+    stage_c: Path  # interleaved forms of the stage-a and stage-b output: all ten stage-c tasks
 
 
 def synthesize_bundled(root: Path) -> BundledRun:
     run = BundledRun(root / "stage-a", root / "stage-b", root / "stage-c")
     run_stage("a", sources=EXAMPLES, out=run.stage_a)
     run_stage("b", **{"in": run.stage_a}, out=run.stage_b)
-    run_stage("c", **{"in": run.stage_b}, out=run.stage_c)
+    run_stage("c", **{"in": [run.stage_a, run.stage_b]}, out=run.stage_c)
     return run

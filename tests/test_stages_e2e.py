@@ -91,6 +91,20 @@ def test_bundled_data_a_b_c_with_the_template_backend(tmp_path: Path) -> None:
     loaded = datasets.load_dataset("parquet", data_dir=str(cb), split="train")
     assert loaded.num_rows == read_manifest(cb).samples
 
+    # Stage c over both inputs (`--in a --in b`): every interleaved task, each input once (the
+    # depth-0 samples stage b passed through are met twice and taken once).
+    cab = tmp_path / "c-from-a-and-b"
+    done = subprocess.run(
+        [sys.executable, "-m", "synth", "run", "stage-c", "--in", str(a), "--in", str(b),
+         "--out", str(cab), "--no-progress"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    both = {s.sample_id: s for s in iter_samples(cab)}
+    assert {s.task for s in both.values()} == {t for t in TASKS if TASKS[t].stage == "c"}
+    assert both == {s.sample_id: s for out in (ca, cb) for s in iter_samples(out)}
+    assert read_manifest(cab).config["input"] == [str(a.resolve()), str(b.resolve())]
+
 
 def check_unrelated_distractors(sample: DialogueSample) -> None:
     """What a distractor round shows (its images' captions, the text it copied from its source)

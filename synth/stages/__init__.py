@@ -30,7 +30,7 @@ def run(cfg: RunConfig) -> Manifest:
     if cfg.stage == "a":
         if cfg.sources is None:
             raise ValueError("stage a reads --sources FILE (a sources YAML; see examples/)")
-        if cfg.input is not None:
+        if cfg.input:
             raise ValueError("stage a reads --sources, not --in (stages b and c read --in)")
         from synth.stages.stage_a import StageA
 
@@ -39,22 +39,16 @@ def run(cfg: RunConfig) -> Manifest:
         config["sources"] = [s.model_dump(mode="json") for s in sources.sources]
         return asyncio.run(run_shard(StageA(cfg, sources), cfg, config))
 
-    if cfg.input is None:
+    if not cfg.input:
         raise ValueError(f"stage {cfg.stage} reads --in DIR, the output of an earlier stage")
-    in_dir = Path(cfg.input)
-    upstream = read_manifest(in_dir)
-    parts = len(list(in_dir.glob("manifest-*.json")))
-    if not upstream.complete or parts != upstream.num_parts:
-        raise ValueError(
-            f"{in_dir} is not complete ({parts} of {upstream.num_parts} shard(s) there; a run "
-            "stopped, or some shards are missing or unfinished); "
-            "finish it first: rerun the same command, every shard"
-        )
-    config["input"] = str(in_dir.resolve())
-    sources_file = cfg.sources or upstream.config.get("sources_file")
+    in_dirs = [Path(d) for d in cfg.input]
+    upstreams = [_complete_manifest(d) for d in in_dirs]
+    config["input"] = [str(d.resolve()) for d in in_dirs]
+    recorded = [m.config["sources_file"] for m in upstreams if m.config.get("sources_file")]
+    sources_file = cfg.sources or (recorded[0] if recorded else None)
     if sources_file:
         config["sources_file"] = str(Path(sources_file).resolve())
-    total = input_total(in_dir, cfg)
+    total = input_total(in_dirs, cfg)
     if cfg.stage == "b":
         from synth.stages.stage_b import DistractorPool, StageB
 
@@ -64,7 +58,19 @@ def run(cfg: RunConfig) -> Manifest:
                 "which is not there; pass --sources FILE"
             )
         pool = DistractorPool(load_sources_file(sources_file), cfg.distractor_pool)
-        return asyncio.run(run_shard(StageB(cfg, in_dir, pool), cfg, config, total))
+        return asyncio.run(run_shard(StageB(cfg, in_dirs, pool), cfg, config, total))
     from synth.stages.stage_c import StageC
 
-    return asyncio.run(run_shard(StageC(cfg, in_dir), cfg, config, total))
+    return asyncio.run(run_shard(StageC(cfg, in_dirs), cfg, config, total))
+
+
+def _complete_manifest(in_dir: Path) -> Manifest:
+    upstream = read_manifest(in_dir)
+    parts = len(list(in_dir.glob("manifest-*.json")))
+    if not upstream.complete or parts != upstream.num_parts:
+        raise ValueError(
+            f"{in_dir} is not complete ({parts} of {upstream.num_parts} shard(s) there; a run "
+            "stopped, or some shards are missing or unfinished); "
+            "finish it first: rerun the same command, every shard"
+        )
+    return upstream

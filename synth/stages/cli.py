@@ -34,7 +34,10 @@ def _command(stage: str) -> Any:
             Path | None, typer.Option(help="sources YAML (stage a; stage b: distractors)")
         ] = None,
         in_: Annotated[
-            Path | None, typer.Option("--in", help="input: output dir of an earlier stage")
+            list[Path] | None,
+            typer.Option(
+                "--in", help="input: output dir of an earlier stage (repeat to read several)"
+            ),
         ] = None,
         config: Annotated[
             Path | None, typer.Option(help="YAML file with any of these options")

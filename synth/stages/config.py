@@ -61,7 +61,11 @@ class RunConfig(BaseModel):
     sources: Path | None = Field(
         default=None, description="sources file (stage a; stage b: distractor material)"
     )
-    input: Path | None = Field(default=None, alias="in", description="output dir of a stage")
+    input: tuple[Path, ...] = Field(
+        default=(),
+        alias="in",
+        description="output dir(s) of earlier stages, read in order (stage c: stage a and b)",
+    )
     out: Path | None = None
     llm: LLMName = "template"
     model: str = Field(default="", description="empty: the backend's default model")
@@ -132,6 +136,11 @@ class RunConfig(BaseModel):
     def resolved_cache_dir(self) -> Path:
         assert self.out is not None
         return self.cache_dir if self.cache_dir is not None else self.out / ".cache"
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _one_or_more(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, str | Path) else value
 
     def identity(self) -> dict[str, Any]:
         """The fields that decide what the run writes; a resume must not change them."""
@@ -205,4 +214,6 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     for key in ("sources", "in", "input", "out", "cache_dir"):
         if isinstance(out.get(key), str):
             out[key] = str(base / out[key])
+        elif isinstance(out.get(key), list):
+            out[key] = [str(base / p) if isinstance(p, str) else p for p in out[key]]
     return out

@@ -154,6 +154,13 @@ class _SourcePlanner:
         )
 
 
-def plan_from_samples(in_dir: Path) -> Iterator[DialogueSample]:
-    """Stages b and c: one work item per input sample, in the input's file and row order."""
-    return iter_samples(in_dir)
+def plan_from_samples(in_dirs: Sequence[Path]) -> Iterator[DialogueSample]:
+    """Stages b and c: one work item per input sample, directory by directory in file and row
+    order. A sample met again (stage b passes depth-0 samples through unchanged, so stage c over
+    both the stage-a and stage-b output sees them twice) is taken once."""
+    seen: set[str] = set()
+    for in_dir in in_dirs:
+        for sample in iter_samples(in_dir):
+            if sample.sample_id not in seen:
+                seen.add(sample.sample_id)
+                yield sample

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from itertools import islice
 from pathlib import Path
@@ -158,9 +158,10 @@ async def run_shard(
     return manifest
 
 
-def input_total(in_dir: Path, cfg: RunConfig) -> int:
-    """Items this shard of a stage b/c run will take from its input, for the progress bar."""
-    n = read_manifest(in_dir).samples
+def input_total(in_dirs: Sequence[Path], cfg: RunConfig) -> int:
+    """Items this shard of a stage b/c run will take from its inputs, for the progress bar (an
+    upper bound: samples present in several inputs are taken once)."""
+    n = sum(read_manifest(d).samples for d in in_dirs)
     if cfg.limit is not None:
         n = min(n, cfg.limit)
     return len(range(cfg.shard_index, n, cfg.num_shards))

@@ -17,7 +17,7 @@ distractor turns up, the sample is rejected with ``stage-b:no-unrelated-distract
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -158,12 +158,12 @@ def _query_part(turn: Turn) -> Part:
 class StageB:
     name = "b"
 
-    def __init__(self, cfg: RunConfig, in_dir: Path, pool: DistractorPool):
-        self.cfg, self.in_dir, self.pool = cfg, in_dir, pool
+    def __init__(self, cfg: RunConfig, in_dirs: Sequence[Path], pool: DistractorPool):
+        self.cfg, self.in_dirs, self.pool = cfg, in_dirs, pool
         pool.check_usable(cfg.distractor_mix)
 
     def items(self) -> Iterator[DialogueSample]:
-        return plan_from_samples(self.in_dir)
+        return plan_from_samples(self.in_dirs)
 
     def key(self, sample: DialogueSample) -> str:
         return sample.sample_id

@@ -10,7 +10,7 @@ with A. The task's output modality becomes ti (t_i_0_0 -> t_ti_0_0).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from synth.contract import DialogueSample, ImageRecord, Part, Turn
@@ -32,11 +32,11 @@ Q_OP, A_OP = INTERLEAVE_OPS
 class StageC:
     name = "c"
 
-    def __init__(self, cfg: RunConfig, in_dir: Path):
-        self.cfg, self.in_dir = cfg, in_dir
+    def __init__(self, cfg: RunConfig, in_dirs: Sequence[Path]):
+        self.cfg, self.in_dirs = cfg, in_dirs
 
     def items(self) -> Iterator[DialogueSample]:
-        return plan_from_samples(self.in_dir)
+        return plan_from_samples(self.in_dirs)
 
     def key(self, sample: DialogueSample) -> str:
         return sample.sample_id
