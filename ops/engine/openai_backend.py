@@ -99,7 +99,6 @@ class OpenAIBackend:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
                 timeout=aiohttp.ClientTimeout(total=self._timeout),
-                json_serialize=lambda obj: orjson.dumps(obj).decode(),
             )
         try:
             async with self._session.post(
