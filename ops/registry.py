@@ -46,6 +46,7 @@ from ops.templates import (
     STRUCTURE_VARIABLES,
     Pool,
     check_variables,
+    inspect_template,
     load_pools,
     make_environment,
     template_version,
@@ -253,10 +254,11 @@ def define(
     declared = frozenset(inputs.model_fields) | (
         frozenset(STRUCTURE_VARIABLES) if pool else frozenset()
     )
-    check_variables(env, name, template_name, declared)
+    info = inspect_template(env, template_name)
+    check_variables(name, template_name, info.variables, declared)
     unknown = set(anchors + exclude) - set(inputs.model_fields)
     assert not unknown, f"{name}: anchors/exclude name no input: {unknown}"
-    qa = len(fields) == 3
+    qa = tuple(f.role for f in fields) == ("question", "answer", "request")
     layout = {
         "slots": repr(slots),
         "fields": repr(fields),
@@ -275,7 +277,7 @@ def define(
         anchors=anchors,
         exclude=exclude,
         max_tokens=max_tokens,
-        template_version=template_version(env, template_name, pools.get(pool or ""), layout),
+        template_version=template_version(info, pools.get(pool or ""), layout),
         variables=declared,
         template=env.get_template(template_name),
     )

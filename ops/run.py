@@ -180,7 +180,7 @@ async def run_op(
         completion_tokens += response.completion_tokens
         raw = response.text
         if response.finish_reason != "stop":
-            reason = _FINISH_REASONS[response.finish_reason]
+            reason = _FINISH_REASONS.get(response.finish_reason, LLM_ERROR)
             failures.append(
                 f"attempt {attempt + 1}: {reason} finish_reason={response.finish_reason}"
             )

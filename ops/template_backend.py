@@ -20,7 +20,7 @@ import math
 import random
 import re
 from collections.abc import Callable, Mapping
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from typing import Any
 
@@ -55,13 +55,15 @@ def _is_chinese(text: str) -> bool:
     return len(_CJK.findall(text)) * 2 >= len(text.replace(" ", ""))
 
 
-def sentences(caption: str) -> list[str]:
+@lru_cache(maxsize=4096)
+def sentences(caption: str) -> tuple[str, ...]:
     """The caption's sentences, without any that address a model ("ignore the above ...")."""
-    parts = [s.strip() for s in _SENTENCE_END.split(caption.strip()) if s.strip()]
-    kept = [s for s in parts if not INSTRUCTION.search(s)]
-    return kept or parts or [caption.strip()]
+    parts = tuple(s.strip() for s in _SENTENCE_END.split(caption.strip()) if s.strip())
+    kept = tuple(s for s in parts if not INSTRUCTION.search(s))
+    return kept or parts or (caption.strip(),)
 
 
+@lru_cache(maxsize=4096)
 def subject_phrase(caption: str) -> str:
     """The caption's opening noun phrase: "A lone individual sits on ..." -> "A lone individual"."""
     first = sentences(caption)[0].rstrip(".!?。！？")
@@ -95,6 +97,8 @@ def _trim(text: str, limit: int) -> str:
 
 def _lower_first(text: str) -> str:
     """Lower-case a sentence's capital inside another sentence, but not "I" or an acronym."""
+    if not text:
+        return text
     word = text.split(" ", 1)[0]
     if word in ("A", "An", "The", "This", "There") or (word[1:].islower() and word != "I"):
         return text[0].lower() + text[1:]
@@ -164,36 +168,43 @@ def _qa(v: Mapping[str, Any], lang: str, length: str, rng: random.Random, lim: i
 
 
 def _compose(op: str) -> Writer:
-    def write(v: Mapping[str, Any], lang: str, length: str, rng: random.Random, lim: int):
+    def write(
+        v: Mapping[str, Any], lang: str, length: str, rng: random.Random, lim: int
+    ) -> list[str]:
         budget = (lim - 60) // 2
-        a = (
-            _quote(_trim(_subject(v.get("caption_a", "")), budget), lang)
-            if "caption_a" in v
-            else ""
-        )
-        b_caption = v.get("caption_b") or v.get("history_caption", "")
-        b = _quote(_trim(_subject(b_caption), budget), lang)
-        pair = str(frames()["pair"][op][lang]).format(a=a, b=b)
+        pair = str(frames()["pair"][op][lang])
+        if "{" in pair:  # the _dep forms name the subjects; the plain forms say "them"
+            b_caption = v.get("caption_b") or v["history_caption"]
+            a = _quote(_trim(_subject(v["caption_a"]), budget), lang) if "{a}" in pair else ""
+            pair = pair.format(a=a, b=_quote(_trim(_subject(b_caption), budget), lang))
         return [fill(v[f"{lang}_structure"], pair)]
 
     return write
 
 
-def _dep_query(v: Mapping[str, Any], lang: str, length: str, rng: random.Random, lim: int):
+def _dep_query(
+    v: Mapping[str, Any], lang: str, length: str, rng: random.Random, lim: int
+) -> list[str]:
     subject = _quote(_anchored(v["caption"], v["query"], (lim - 40) // 2), lang)
     query = _lower_first(v["query"]) if lang == "en" else v["query"]
     return [rng.choice(frames()["dep_query"][lang]).format(subject=subject, query=query)]
 
 
-def _qa_dep(v: Mapping[str, Any], lang: str, length: str, rng: random.Random, lim: int):
+def _qa_dep(
+    v: Mapping[str, Any], lang: str, length: str, rng: random.Random, lim: int
+) -> list[str]:
     return [fill(v[f"{lang}_structure"], _quote(_subject(v["caption"]), lang))]
 
 
-def _question(v: Mapping[str, Any], lang: str, length: str, rng: random.Random, lim: int):
+def _question(
+    v: Mapping[str, Any], lang: str, length: str, rng: random.Random, lim: int
+) -> list[str]:
     return [fill(v[f"{lang}_structure"], _quote(subject_phrase(v["caption"]), lang))]
 
 
-def _answer(v: Mapping[str, Any], lang: str, length: str, rng: random.Random, lim: int):
+def _answer(
+    v: Mapping[str, Any], lang: str, length: str, rng: random.Random, lim: int
+) -> list[str]:
     sentence = _quote(_phrase(v["caption"], "long", lim - 40), lang, False)
     return [rng.choice(frames()["answer"][lang]).format(sentence=sentence)]
 

@@ -65,34 +65,41 @@ def _source(env: ImmutableSandboxedEnvironment, name: str) -> str:
     return source
 
 
-def template_sources(env: ImmutableSandboxedEnvironment, name: str) -> dict[str, str]:
-    """The source of a template and of every template it imports or includes, by name."""
+@dataclass(frozen=True)
+class TemplateInfo:
+    """A template's source and those of the partials it pulls in, and the variables they read."""
+
+    sources: Mapping[str, str]
+    variables: frozenset[str]
+
+
+def inspect_template(env: ImmutableSandboxedEnvironment, name: str) -> TemplateInfo:
+    """Parse the template and every template it imports or includes, once each."""
     sources: dict[str, str] = {}
+    variables: set[str] = set()
     pending = [name]
     while pending:
         current = pending.pop()
         if current in sources:
             continue
         sources[current] = _source(env, current)
-        for ref in meta.find_referenced_templates(env.parse(sources[current])):
+        ast = env.parse(sources[current])
+        variables |= meta.find_undeclared_variables(ast)
+        for ref in meta.find_referenced_templates(ast):
             if ref is None:
                 raise TemplateContractError(f"{current}: imports a template by a computed name")
             pending.append(ref)
-    return sources
+    return TemplateInfo(sources, frozenset(variables))
 
 
 def template_variables(env: ImmutableSandboxedEnvironment, name: str) -> frozenset[str]:
     """Every variable the template and its partials read from the render context."""
-    found: set[str] = set()
-    for source in template_sources(env, name).values():
-        found |= meta.find_undeclared_variables(env.parse(source))
-    return frozenset(found)
+    return inspect_template(env, name).variables
 
 
 def check_variables(
-    env: ImmutableSandboxedEnvironment, operation: str, name: str, declared: frozenset[str]
+    operation: str, name: str, used: frozenset[str], declared: frozenset[str]
 ) -> None:
-    used = template_variables(env, name)
     if used != declared:
         raise TemplateContractError(
             f"operation {operation!r}: template {name} uses variables {sorted(used)} but the "
@@ -102,12 +109,10 @@ def check_variables(
         )
 
 
-def template_version(
-    env: ImmutableSandboxedEnvironment, name: str, pool: Pool | None, extra: Mapping[str, str]
-) -> str:
+def template_version(info: TemplateInfo, pool: Pool | None, extra: Mapping[str, str]) -> str:
     """Short sha256 of the template, its partials, its pool and anything else that shapes it."""
     h = hashlib.sha256()
-    for ref, source in sorted(template_sources(env, name).items()):
+    for ref, source in sorted(info.sources.items()):
         h.update(f"{ref}\0{source}\0".encode())
     if pool is not None:
         h.update(json.dumps([pool.name, pool.en, pool.zh], ensure_ascii=False).encode())

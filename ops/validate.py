@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from typing import Any, Literal
 
@@ -161,9 +161,24 @@ def _stem(word: str) -> str:
     return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
 
 
-def content_words(text: str) -> set[str]:
-    stop = set(lexicon()["stopwords"])
-    return {_stem(w) for w in _WORD.findall(text) if len(w) >= 3 and w.lower() not in stop}
+@cache
+def _stopwords() -> frozenset[str]:
+    return frozenset(lexicon()["stopwords"])
+
+
+@lru_cache(maxsize=8192)
+def content_words(text: str) -> frozenset[str]:
+    stop = _stopwords()
+    return frozenset(_stem(w) for w in _WORD.findall(text) if len(w) >= 3 and w.lower() not in stop)
+
+
+@cache
+def _renderings() -> dict[str, tuple[str, ...]]:
+    """The en_zh lexicon keyed by stemmed English word."""
+    table: dict[str, tuple[str, ...]] = {}
+    for word, zhs in lexicon()["en_zh"].items():
+        table[_stem(word)] = table.get(_stem(word), ()) + tuple(zhs)
+    return table
 
 
 def _names(text: str, caption: str, exclude: str) -> bool | None:
@@ -174,7 +189,7 @@ def _names(text: str, caption: str, exclude: str) -> bool | None:
     if words & content_words(text) or any(p in text for p in han_pairs):
         return True
     en_zh: dict[str, list[str]] = lexicon()["en_zh"]
-    renderings = [zh for w in words for key, zhs in en_zh.items() if _stem(key) == w for zh in zhs]
+    renderings = [zh for w in words for zh in _renderings().get(w, ())]
     if _HAN.search(text) and renderings:
         return any(r in text for r in renderings)
     if _HAN.search(text) and not han_pairs:

@@ -22,7 +22,7 @@ is derived from ``document_ids_L``, ``segment_ids_L`` and ``noised_L`` by ``trai
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import torch
 
@@ -54,8 +54,11 @@ class PackedBatch:
 
     # --- cross-entropy -------------------------------------------------------------------------
     ce_index_C: torch.Tensor
-    """int64. Positions whose hidden state predicts the next token (assistant text, and the
-    intent token after each assistant segment's end)."""
+    """int64. Positions whose hidden state predicts the next token: assistant text (from its
+    ``<|im_start|>`` through the last text token, predicting the text and ``<|im_end|>``), and
+    the intent: the first token of each assistant segment (``<|im_start|>``/``<|vision_start|>``)
+    and the end-of-turn token, each predicted from the token just before it (for an answer's
+    first segment, the user's last token)."""
     ce_labels_C: torch.Tensor
     """int64. The token each of those positions must predict."""
 
@@ -86,6 +89,8 @@ class PackedBatch:
     """Tokens of each dialogue in the pack, in order (sum = real tokens)."""
     tasks: list[str]
     """Task name of each dialogue in the pack."""
+    sample_ids: list[str] = field(default_factory=list)
+    """``DialogueSample.sample_id`` of each dialogue in the pack (tracing a batch to its rows)."""
 
     @property
     def seq_len(self) -> int:

@@ -1,1 +1,2 @@
-"""Fake LLM servers on 127.0.0.1 for tests and benchmarks: real HTTP, scripted answers, faults."""
+"""Test doubles on 127.0.0.1: fake LLM servers and a fake Hub (real HTTP, scripted answers,
+faults), and realistic fake data the tests write."""

@@ -1,0 +1,40 @@
+"""Stage-c-shaped shard directories for the training tests.
+
+Until ``synth run stage-c`` exists, the shards are written through the real contract and the
+real ``ShardWriter`` (real PNG bytes via PIL, ``tests.builders``): interleaved-output dialogues
+of every stage-c task, with their history turns. Swap in real stage-c output when it lands.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from synth.shards import ShardConfig, ShardWriter
+from taxonomy import TASKS
+from tests.builders import build_sample
+
+STAGE_C_TASKS = sorted(name for name, spec in TASKS.items() if spec.stage == "c")
+
+
+def write_stage_c_shards(
+    out_dir: Path, samples: int = 40, row_group_rows: int = 4, corrupt: tuple[int, ...] = ()
+) -> Path:
+    """``samples`` stage-c dialogues (tasks round-robin, seeds 0..samples-1) in ``out_dir``.
+
+    Small row groups so a 2-rank run gets row groups on both ranks. The samples at the
+    ``corrupt`` indices carry image bytes that are not an image (valid by the contract, which
+    does not decode images; the loader must skip and count them)."""
+    with ShardWriter(
+        out_dir,
+        config={"fixture": "stage-c", "samples": samples},
+        shard=ShardConfig(max_rows=samples, row_group_rows=row_group_rows),
+    ) as writer:
+        for i in range(samples):
+            sample = build_sample(STAGE_C_TASKS[i % len(STAGE_C_TASKS)], seed=i)
+            if i in corrupt:
+                broken = sample.images[0].model_copy(update={"data": b"not an image"})
+                sample = sample.model_copy(update={"images": (broken, *sample.images[1:])})
+            writer.add(sample)
+            writer.mark(i + 1)
+        writer.close({"samples": samples})
+    return out_dir

@@ -1,0 +1,187 @@
+"""Qwen2-style Mixture-of-Transformers decoder (BAGEL's MoT LLM), architecture only.
+
+Every layer holds two experts, ``experts[0]`` = understanding (text, markers, ViT tokens,
+padding) and ``experts[1]`` = generation (VAE latent tokens). An expert owns its input norm,
+q/k/v/o projections (bias on q/k/v), per-head q/k RMSNorms, post-attention norm and SwiGLU MLP;
+one attention over the whole packed sequence is shared. Tokens are hard-routed by
+``expert_ids_L`` through ``ExpertRouting.apply`` -- the only place that knows about experts
+(STYLE practice 11): gather each expert's tokens, run the expert, put the results back.
+
+Shape suffixes: L tokens, D model width, H query heads, G key/value heads, Dh head width,
+E experts, V vocabulary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from train.model.attention import AttentionMask, attend
+from train.model.config import LLMConfig
+from train.model.embeddings import apply_rope, rope_cos_sin, rope_inv_freq
+
+NUM_EXPERTS = 2
+UNDERSTANDING, GENERATION = 0, 1
+
+
+class RMSNorm(nn.Module):
+    """Qwen2 RMSNorm: normalise in float32, cast back, then scale."""
+
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def reset_parameters(self) -> None:
+        nn.init.ones_(self.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(x.dtype)
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(dim, hidden, bias=False)
+        self.up_proj = nn.Linear(dim, hidden, bias=False)
+        self.down_proj = nn.Linear(hidden, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+@dataclass
+class ExpertRouting:
+    """Per-batch hard routing: the token positions of each expert, and the inverse order."""
+
+    index_E: list[torch.Tensor]
+    restore_L: torch.Tensor  # position of each token in the concatenation of expert outputs
+
+    @classmethod
+    def from_expert_ids(cls, expert_ids_L: torch.Tensor) -> ExpertRouting:
+        if expert_ids_L.numel() and int(expert_ids_L.max()) >= NUM_EXPERTS:
+            raise ValueError(f"expert_ids_L holds ids >= {NUM_EXPERTS}: {expert_ids_L.unique()}")
+        index_E = [torch.nonzero(expert_ids_L == e).squeeze(1) for e in range(NUM_EXPERTS)]
+        order = torch.cat(index_E)
+        restore_L = torch.empty_like(order)
+        restore_L[order] = torch.arange(order.numel(), device=order.device)
+        return cls(index_E, restore_L)
+
+    def apply(
+        self,
+        experts: Iterable[nn.Module],
+        fn: Callable[..., torch.Tensor],
+        *inputs_L: torch.Tensor,
+    ) -> torch.Tensor:
+        """``fn(expert, *inputs)`` on each expert's tokens; the output back in sequence order."""
+        (out,) = self.apply_multi(experts, lambda e, *xs: (fn(e, *xs),), *inputs_L)
+        return out
+
+    def apply_multi(
+        self,
+        experts: Iterable[nn.Module],
+        fn: Callable[..., tuple[torch.Tensor, ...]],
+        *inputs_L: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
+        """As ``apply`` for an ``fn`` returning several tensors.
+
+        Every expert runs, on an empty slice if it has no tokens, so every parameter is in the
+        graph of every step (FSDP needs the same parameters used on all ranks)."""
+        outs = [
+            fn(expert, *(x[idx] for x in inputs_L))
+            for expert, idx in zip(experts, self.index_E, strict=True)
+        ]
+        return tuple(torch.cat(parts)[self.restore_L] for parts in zip(*outs, strict=True))
+
+
+class Expert(nn.Module):
+    """One expert's weights in one decoder layer."""
+
+    def __init__(self, cfg: LLMConfig) -> None:
+        super().__init__()
+        d, dh = cfg.hidden_size, cfg.head_dim
+        self.input_norm = RMSNorm(d, cfg.rms_norm_eps)
+        self.q_proj = nn.Linear(d, cfg.num_heads * dh, bias=True)
+        self.k_proj = nn.Linear(d, cfg.num_kv_heads * dh, bias=True)
+        self.v_proj = nn.Linear(d, cfg.num_kv_heads * dh, bias=True)
+        self.q_norm: nn.Module = RMSNorm(dh, cfg.rms_norm_eps) if cfg.qk_norm else nn.Identity()
+        self.k_norm: nn.Module = RMSNorm(dh, cfg.rms_norm_eps) if cfg.qk_norm else nn.Identity()
+        self.o_proj = nn.Linear(cfg.num_heads * dh, d, bias=False)
+        self.post_norm = RMSNorm(d, cfg.rms_norm_eps)
+        self.mlp = SwiGLU(d, cfg.intermediate_size)
+        self.head_dim = dh
+
+    def qkv(self, x_TD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        h = self.input_norm(x_TD)
+        q = self.q_norm(self.q_proj(h).unflatten(-1, (-1, self.head_dim)))
+        k = self.k_norm(self.k_proj(h).unflatten(-1, (-1, self.head_dim)))
+        v = self.v_proj(h).unflatten(-1, (-1, self.head_dim))
+        return q, k, v
+
+    def out(self, attn_TD: torch.Tensor) -> torch.Tensor:
+        return self.o_proj(attn_TD)
+
+    def ffn(self, x_TD: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.post_norm(x_TD))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: LLMConfig) -> None:
+        super().__init__()
+        self.experts = nn.ModuleList([Expert(cfg) for _ in range(NUM_EXPERTS)])
+
+    def forward(
+        self,
+        x_LD: torch.Tensor,
+        routing: ExpertRouting,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        mask: AttentionMask,
+    ) -> torch.Tensor:
+        q_LHD, k_LGD, v_LGD = routing.apply_multi(self.experts, Expert.qkv, x_LD)
+        cos, sin = rope
+        attn_LHD = attend(apply_rope(q_LHD, cos, sin), apply_rope(k_LGD, cos, sin), v_LGD, mask)
+        x_LD = x_LD + routing.apply(self.experts, Expert.out, attn_LHD.flatten(1))
+        return x_LD + routing.apply(self.experts, Expert.ffn, x_LD)
+
+
+class MoTDecoder(nn.Module):
+    """Token embedding, MoT decoder layers, final norm per expert and the LM head."""
+
+    inv_freq: torch.Tensor
+
+    def __init__(self, cfg: LLMConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList([DecoderLayer(cfg) for _ in range(cfg.num_layers)])
+        self.norms = nn.ModuleList(
+            [RMSNorm(cfg.hidden_size, cfg.rms_norm_eps) for _ in range(NUM_EXPERTS)]
+        )
+        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.register_buffer("inv_freq", torch.empty(cfg.head_dim // 2), persistent=False)
+        self.reset_buffers()
+
+    def reset_buffers(self) -> None:
+        if self.inv_freq.device.type == "meta":
+            return
+        with torch.no_grad():
+            self.inv_freq.copy_(rope_inv_freq(self.cfg.head_dim, self.cfg.rope_theta))
+
+    def forward(
+        self,
+        x_LD: torch.Tensor,
+        routing: ExpertRouting,
+        position_ids_L: torch.Tensor,
+        mask: AttentionMask,
+    ) -> torch.Tensor:
+        """Final hidden states [L, D] (after each expert's final norm)."""
+        rope = rope_cos_sin(self.inv_freq, position_ids_L, x_LD.dtype)
+        for layer in self.layers:
+            x_LD = layer(x_LD, routing, rope, mask)
+        return routing.apply(self.norms, lambda norm, x: norm(x), x_LD)
