@@ -54,6 +54,22 @@ def caption(i: int) -> str:
     return f"A {a} {n} {v} {p}, photographed in scene {i}. {s} {w}."
 
 
+def render_requests(n: int) -> list[Any]:
+    """The caption2query requests ``run_op`` sends for inputs 0..n-1 (it draws the seed first)."""
+    import random
+
+    from ops import OPS
+    from ops.protocol import GenerationParams
+
+    spec = OPS["caption2query"]
+    requests = []
+    for i in range(n):
+        rng = random.Random(i)
+        params = GenerationParams(max_tokens=spec.max_tokens, seed=rng.getrandbits(31))
+        requests.append(spec.render({"caption": caption(i)}, rng, params))
+    return requests
+
+
 # ---- child: one measured run ------------------------------------------------------------------
 
 
@@ -214,11 +230,11 @@ def child(args: argparse.Namespace) -> None:
 # ---- parent: servers, runs, table -------------------------------------------------------------
 
 
-def start_server(share_429: float) -> tuple[subprocess.Popen[str], str]:
+def start_server(share_429: float, table: Path) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.fakes.fake_openai", "--latency", "0.2",
          "--share-429", str(share_429), "--retry-after", "1",
-         "--answer", "tests.fakes.answers:caption2query_answer"],
+         "--answer", "tests.fakes.answers:caption2query_answer", "--answer-table", str(table)],
         stdout=subprocess.PIPE, text=True, cwd=ROOT,
     )  # fmt: skip
     assert proc.stdout is not None
@@ -252,9 +268,18 @@ def main() -> None:
         child(args)
         return
 
+    # The server answers from a table computed here, by the same function it would call, so
+    # that its CPU goes to HTTP: it must not be the bottleneck.
+    from tests.fakes.answers import AnswerTable, caption2query_answer
+
+    table = AnswerTable.build(
+        (r.messages[0].content for r in render_requests(args.n)), caption2query_answer
+    )
+    table_file = Path(tempfile.mkdtemp()) / "answers.json"
+    table_file.write_text(json.dumps(table))
     rows: list[dict[str, Any]] = []
     for share in (0.0, 0.05):
-        proc, url = start_server(share)
+        proc, url = start_server(share, table_file)
         try:
             for conc in args.concurrency:
                 for mode in ("bare", "engine"):

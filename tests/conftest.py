@@ -1,5 +1,11 @@
 """Shared fixtures: fake OpenAI and Gemini servers on 127.0.0.1 (see tests/fakes/), and the
-bundled dataset synthesized once per session."""
+bundled dataset synthesized once per session (``bundled_run``).
+
+By default the fakes answer every chatumm operation validly: each ``OpSpec.render`` in the test
+is remembered in ``prompt_book``, and the fake replies as the template backend would for that
+request (``tests/fakes/answers.py``). Set ``server.answer`` to script other answers,
+``server.set_faults(FaultPlan(...))`` to inject 429s, 500s, timeouts and truncations.
+"""
 
 from __future__ import annotations
 
@@ -8,20 +14,29 @@ from collections.abc import Iterator
 import pytest
 
 from tests.bundled import BundledRun, synthesize_bundled
+from tests.fakes.answers import PromptBook, record_renders
 from tests.fakes.fake_gemini import FakeGemini
 from tests.fakes.fake_openai import FakeOpenAI
 
 
 @pytest.fixture
-def fake_openai() -> Iterator[FakeOpenAI]:
-    """A running fake OpenAI server; set ``.answer``, ``.faults`` (or ``set_faults``), ``.latency_s``."""
-    with FakeOpenAI() as server:
+def prompt_book(monkeypatch: pytest.MonkeyPatch) -> PromptBook:
+    book = PromptBook()
+    record_renders(book, monkeypatch)
+    return book
+
+
+@pytest.fixture
+def fake_openai(prompt_book: PromptBook) -> Iterator[FakeOpenAI]:
+    server = FakeOpenAI(prompt_book.answer)
+    with server:
         yield server
 
 
 @pytest.fixture
-def fake_gemini() -> Iterator[FakeGemini]:
-    with FakeGemini() as server:
+def fake_gemini(prompt_book: PromptBook) -> Iterator[FakeGemini]:
+    server = FakeGemini(prompt_book.answer)
+    with server:
         yield server
 
 

@@ -83,3 +83,27 @@ def test_two_processes_write_concurrently(tmp_path: Path) -> None:
     ]:
         got = cache.get(request_key("openai", "m", LLMRequest("op", (Message("user", k),))))
         assert got is not None and got.text == "answer " + k
+
+
+_KILLED = textwrap.dedent(
+    """
+    import os, signal, sys, time
+    from ops.engine.cache import ResponseCache, request_key
+    from ops.protocol import LLMRequest, LLMResponse, Message
+    cache = ResponseCache(sys.argv[1])
+    for i in range(50):
+        key = request_key("openai", "m", LLMRequest("op", (Message("user", f"q {i}"),)))
+        cache.put(key, LLMResponse(f"a {i}", "stop", "m", 1, 1))
+    time.sleep(0.2)  # no further answers arrive (the server hangs), then the run is killed
+    os.kill(os.getpid(), signal.SIGKILL)
+    """
+)
+
+
+def test_answers_survive_sigkill_without_close(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-c", _KILLED, str(tmp_path)], cwd=ROOT, check=False)
+    assert proc.returncode == -9
+    cache = ResponseCache(tmp_path)
+    assert len(cache) == 50  # committed by time, not by the arrival of a next answer
+    key = request_key("openai", "m", LLMRequest("op", (Message("user", "q 7"),)))
+    assert cache.get(key) == LLMResponse("a 7", "stop", "m", 1, 1)

@@ -12,7 +12,6 @@ import pytest
 from ops import OPS, OpResult, run_op
 from ops.engine import Engine, EngineConfig
 from tests.fakes._server import FakeServer, FaultPlan
-from tests.fakes.answers import PromptBook
 from tests.fakes.fake_gemini import FakeGemini
 from tests.fakes.fake_openai import FakeOpenAI
 from tests.ops_cases import INPUTS
@@ -43,12 +42,11 @@ def _config(server: FakeServer, cache: Path) -> EngineConfig:
     )
 
 
-async def _run_ops(config: EngineConfig, book: PromptBook) -> tuple[list[OpResult], Engine]:
+async def _run_ops(config: EngineConfig) -> tuple[list[OpResult], Engine]:
     engine = Engine.from_config(config)
-    client = book.client(engine)
     try:
         results = await asyncio.gather(
-            *(run_op(client, op, INPUTS[op], random.Random(i)) for i, op in enumerate(NAMES))
+            *(run_op(engine, op, INPUTS[op], random.Random(i)) for i, op in enumerate(NAMES))
         )
     finally:
         await engine.aclose()
@@ -66,9 +64,7 @@ def _check(results: list[OpResult], backend: str) -> None:
 
 
 def test_every_operation_end_to_end(server: FakeServer, tmp_path: Path) -> None:
-    book = PromptBook()
-    server.answer = book.answer
-    results, engine = asyncio.run(_run_ops(_config(server, tmp_path), book))
+    results, engine = asyncio.run(_run_ops(_config(server, tmp_path)))
     backend = "openai" if isinstance(server, FakeOpenAI) else "gemini"
     _check(results, backend)
     assert len(server.log) == len(NAMES) and all(r.attempts == 1 for r in results)
@@ -78,7 +74,7 @@ def test_every_operation_end_to_end(server: FakeServer, tmp_path: Path) -> None:
 
     # A second identical run issues zero requests and gives the same calls.
     server.reset_log()
-    again, engine = asyncio.run(_run_ops(_config(server, tmp_path), book))
+    again, engine = asyncio.run(_run_ops(_config(server, tmp_path)))
     assert server.log == [] and engine.stats.total.cache_hits == len(NAMES)
     assert [r.call for r in again] == [r.call for r in results]
 
@@ -91,18 +87,16 @@ def _prompt(body: dict[str, object]) -> str:
 
 def test_every_operation_through_the_engine_on_the_template_backend(tmp_path: Path) -> None:
     config = EngineConfig(backend="template", cache_dir=tmp_path)
-    results, engine = asyncio.run(_run_ops(config, PromptBook()))
+    results, engine = asyncio.run(_run_ops(config))
     _check(results, "template")
     assert engine.stats.total.requests == len(NAMES) and engine.stats.total.cost_usd == 0
     assert engine.stats.unpriced == set()
 
 
 def test_every_operation_survives_faults(server: FakeServer, tmp_path: Path) -> None:
-    book = PromptBook()
-    server.answer = book.answer
     first = ("429", "500", "timeout", "length", "429", "500", "length", "timeout")
     server.set_faults(FaultPlan(first=first, share={"429": 0.1}, retry_after_s=0.1, hang_s=3))
-    results, engine = asyncio.run(_run_ops(_config(server, tmp_path), book))
+    results, engine = asyncio.run(_run_ops(_config(server, tmp_path)))
     backend = "openai" if isinstance(server, FakeOpenAI) else "gemini"
     _check(results, backend)
     total = engine.stats.total

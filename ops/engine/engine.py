@@ -43,13 +43,13 @@ _RETRYABLE = (TransientError, TimeoutError, ConnectionError)
 def backoff_seconds(
     exc: BaseException | None, failures: int, *, base: float = 0.5, cap: float = 30.0
 ) -> float:
-    """Wait after the ``failures``-th failure: Retry-After (+0–20% jitter, so retries that were
+    """Wait after the ``failures``-th failure: Retry-After (+0–10% jitter, so retries that were
     refused together do not return together) or full-jitter exponential, whichever is longer."""
     expo = random.uniform(0.0, min(cap, base * 2 ** (failures - 1)))
     retry_after = getattr(exc, "retry_after", None)
     if retry_after is None:
         return expo
-    return max(expo, retry_after * random.uniform(1.0, 1.2))
+    return max(expo, retry_after * random.uniform(1.0, 1.1))
 
 
 class _WaitRetryAfter(wait_base):

@@ -71,11 +71,8 @@ class GeminiBackend:
         except errors.APIError as exc:
             raise classify_status(exc.code, exc.message or str(exc), _retry_after(exc)) from exc
         except (asyncio.TimeoutError, aiohttp.ClientError, OSError) as exc:
+            # google-genai sends over aiohttp (a core dependency here) when it is installed.
             raise TransientError(f"{type(exc).__name__}: {exc}") from exc
-        except Exception as exc:  # httpx2 transport errors, when aiohttp is not installed
-            if type(exc).__module__.startswith("httpx"):
-                raise TransientError(f"{type(exc).__name__}: {exc}") from exc
-            raise
         candidate = out.candidates[0] if out.candidates else None
         reason = candidate.finish_reason.value if candidate and candidate.finish_reason else "STOP"
         text = (

@@ -57,7 +57,7 @@ class LocalBackend:
         config: EngineConfig,
         *,
         slots: int = 1,
-        context: int = 2048,
+        context: int = 4096,
         threads: int | None = None,
     ):
         reason = local_available()
@@ -73,6 +73,7 @@ class LocalBackend:
         params.hostnames = ["127.0.0.1"]
         params.port = 0  # the OS picks a free port
         params.n_parallel = slots
+        # Per slot: a ~1,000-token prompt plus up to 2,048 answer tokens (the model has 8,192).
         params.n_ctx = context * slots  # the context is split between slots
         # llama.cpp's threads meet at spin barriers: with more threads than free cores they
         # collapse (measured on 2 busy cores: 2 tokens/s with 2 threads, 19 with 1). Leave one

@@ -1,26 +1,35 @@
 """Answer functions that make the fake servers reply like a model that followed the prompt.
 
-A server sees only messages. ``PromptBook`` lets a test's fake answer every chatumm operation
-correctly anyway: wrap the engine in ``book.client(engine)``; each request is remembered
-(messages -> operation, variables, seed, attempt) on its way out, and ``book.answer`` (the
-fake's answer function) replies with what the ``template`` backend would write for it. The
-request still crosses real HTTP, the real client library and the real parser; only the
-"model" is scripted. ``caption2query_answer`` needs no book: it reads the caption and the
-sentence structures back from the rendered caption2query prompt, so a fake in another process
-(``bench/bench_ops.py``) can answer it.
+A server sees only messages. ``PromptBook`` lets a fake answer every chatumm operation correctly
+anyway: ``record_renders(book, monkeypatch)`` (what the ``fake_openai`` and ``fake_gemini``
+fixtures do) makes every ``OpSpec.render`` in the test remember its request (messages ->
+operation, variables, seed), and ``book.answer``, the fakes' default answer function, replies
+with what the ``template`` backend would write for it; a prompt no operation rendered gets
+``echo_answer``. The request still crosses real HTTP, the real client library and the real
+parser and validators; only the "model" is scripted. ``caption2query_answer`` needs no book: it
+reads the caption and the sentence structures back from the rendered caption2query prompt, so
+a fake in another process (``bench/bench_ops.py``) can answer it; ``AnswerTable`` serves answers
+computed ahead of time by that same function, so that the benchmark's server spends its CPU on
+HTTP, not on answers.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import re
 import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
 
-from ops.protocol import LLMRequest, LLMResponse
-from ops.registry import OPS
+import pytest
+
+from ops.protocol import LLMRequest
+from ops.registry import OPS, OpSpec
 from ops.template_backend import answer as template_answer
-from tests.fakes._server import FakeRequest
+from tests.fakes._server import FakeRequest, echo_answer
 
 _CAPTION = re.compile(r"caption: <<<(.*?)>>>", re.DOTALL)
 _STRUCTURE = re.compile(r"^(English|simplified Chinese): (.+)$", re.MULTILINE)
@@ -41,34 +50,24 @@ class PromptBook:
 
     def answer(self, fake: FakeRequest) -> str:
         with self._lock:
-            request = self._requests[fake.messages]
+            request = self._requests.get(fake.messages)
+        if request is None:
+            return echo_answer(fake)
         p = request.params
         rng = _rng(request.operation, p.seed, p.attempt)
         return template_answer(OPS[request.operation], request.variables, rng)
 
-    def client(self, backend: _Completer) -> _Remembering:
-        return _Remembering(backend, self)
 
+def record_renders(book: PromptBook, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every ``OpSpec.render`` in this test remember its request in ``book``."""
+    render = OpSpec.render
 
-class _Completer:
-    async def complete(self, request: LLMRequest) -> LLMResponse: ...
+    def remembering(self: OpSpec, *args: Any, **kwargs: Any) -> LLMRequest:
+        request = render(self, *args, **kwargs)
+        book.remember(request)
+        return request
 
-
-class _Remembering:
-    """Passes requests on unchanged, remembering each one first; keeps the backend's name."""
-
-    def __init__(self, backend: object, book: PromptBook):
-        self.backend = backend
-        self.name = getattr(backend, "name", "")
-        self.model = getattr(backend, "model", "")
-        self._book = book
-
-    async def complete(self, request: LLMRequest) -> LLMResponse:
-        self._book.remember(request)
-        return await self.backend.complete(request)  # type: ignore[attr-defined,no-any-return]
-
-    async def aclose(self) -> None:
-        await self.backend.aclose()  # type: ignore[attr-defined]
+    monkeypatch.setattr(OpSpec, "render", remembering)
 
 
 def caption2query_answer(fake: FakeRequest) -> str:
@@ -83,3 +82,27 @@ def caption2query_answer(fake: FakeRequest) -> str:
         "zh_structure": structures["simplified Chinese"],
     }
     return template_answer(OPS["caption2query"], variables, _rng(prompt))
+
+
+def prompt_digest(prompt: str) -> str:
+    return hashlib.sha256(prompt.encode()).hexdigest()
+
+
+class AnswerTable:
+    """Answers looked up by prompt digest; a prompt not in the table goes to ``fallback``."""
+
+    def __init__(self, table: dict[str, str], fallback: Callable[[FakeRequest], str]):
+        self.table = table
+        self.fallback = fallback
+
+    @classmethod
+    def build(cls, prompts: Iterable[str], answer: Callable[[FakeRequest], str]) -> dict[str, str]:
+        return {prompt_digest(p): answer(FakeRequest((("user", p),), {})) for p in prompts}
+
+    @classmethod
+    def load(cls, path: Path, fallback: Callable[[FakeRequest], str]) -> AnswerTable:
+        return cls(json.loads(path.read_text()), fallback)
+
+    def __call__(self, request: FakeRequest) -> str:
+        found = self.table.get(prompt_digest(request.prompt))
+        return found if found is not None else self.fallback(request)

@@ -13,6 +13,7 @@ import argparse
 import importlib
 import itertools
 import time
+from pathlib import Path
 
 import orjson
 from aiohttp import web
@@ -95,6 +96,9 @@ def main() -> None:
     parser.add_argument(
         "--answer", default="", help="module:function mapping a FakeRequest to the answer text"
     )
+    parser.add_argument(
+        "--answer-table", type=Path, help="JSON {sha256(prompt): answer} served before --answer"
+    )
     args = parser.parse_args()
     try:
         import uvloop
@@ -107,6 +111,10 @@ def main() -> None:
     if args.answer:
         module, _, function = args.answer.partition(":")
         answer = getattr(importlib.import_module(module), function)
+    if args.answer_table:
+        from tests.fakes.answers import AnswerTable
+
+        answer = AnswerTable.load(args.answer_table, answer)
     server = FakeOpenAI(answer, latency_s=args.latency, faults=plan, log_requests=False).start()
     print(server.base_url, flush=True)
     try:
