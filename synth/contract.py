@@ -14,14 +14,13 @@ Turn indices are message indices into ``turns``. A dialogue alternates user/assi
 starts with a user turn and ends with an assistant turn; the *final turn* is the last user turn.
 A round is a (user, assistant) pair; a distractor round lists both of its turns.
 
-The Arrow schema and ``datasets.Features`` are derived here from the same field list, so a
-shard directory loads with ``datasets.load_dataset("parquet", data_dir=DIR)`` as it is, images
-included.
+Its storage form (``datasets.Features`` and the Parquet schema, ``synth.schema``) is what
+``to_row`` writes, so a shard directory loads with ``datasets.load_dataset("parquet",
+data_dir=DIR)`` as it is, images included.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
@@ -30,6 +29,8 @@ from typing import Any, Literal
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from synth.schema import arrow_schema as arrow_schema  # re-exported: the storage schema
+from synth.schema import dataset_features as dataset_features
 from taxonomy import TaskName
 
 Role = Literal["user", "assistant"]
@@ -432,65 +433,6 @@ def validate_row(row: dict[str, Any]) -> DialogueSample:
 
 # ---------------------------------------------------------------------------------------------
 # Storage schemas, derived from the models above.
-
-
-def dataset_features() -> Any:
-    """``datasets.Features`` of a sample row: the one definition of the storage schema.
-
-    Images are ``Image()`` so viewers display them. ``datasets`` is imported here, not at module
-    import, because it costs ~0.8 s and most users of the contract never write a shard."""
-    from datasets import Features, Image, List, Value
-
-    part = {
-        "type": Value("string"),
-        "text": Value("string"),
-        "image": Value("int32"),
-        "origin": Value("string"),
-        "call": Value("int32"),
-    }
-    call = {
-        "operation": Value("string"),
-        "template_version": Value("string"),
-        "backend": Value("string"),
-        "model": Value("string"),
-        "language": Value("string"),
-        "prompt": Value("string"),
-        "response": Value("string"),
-        "results": List(Value("string")),
-        "chosen": Value("int32"),
-        "prompt_tokens": Value("int64"),
-        "completion_tokens": Value("int64"),
-    }
-    return Features(
-        {
-            "sample_id": Value("string"),
-            "task": Value("string"),
-            "stage": Value("string"),
-            "turns": List({"role": Value("string"), "parts": List(part)}),
-            "images": List(
-                {
-                    "source": Value("string"),
-                    "source_row": Value("string"),
-                    "caption": Value("string"),
-                    "image": Image(),
-                }
-            ),
-            "provenance": {
-                "seed": Value("int64"),
-                "depends_on": List(Value("int32")),
-                "distractor_turns": List(Value("int32")),
-                "llm_calls": List(call),
-                "parent_id": Value("string"),
-            },
-        }
-    )
-
-
-@functools.cache
-def arrow_schema() -> pa.Schema:
-    """The Parquet schema, derived from ``dataset_features`` with its metadata embedded so that
-    ``datasets`` restores the ``Image()`` columns when it loads a shard."""
-    return dataset_features().arrow_schema
 
 
 class Reject(_Model):

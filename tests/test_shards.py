@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -172,3 +173,22 @@ def test_sigkill_mid_shard_leaves_only_complete_shards_and_a_matching_manifest(t
     ]
     assert read_manifest(out).complete
     assert not list(out.glob(".tmp-*"))
+
+
+def test_the_arrow_schema_is_what_datasets_derives_from_the_features():
+    from synth.schema import arrow_schema, dataset_features
+
+    ours, theirs = arrow_schema(), dataset_features().arrow_schema
+    assert ours.remove_metadata() == theirs.remove_metadata()
+    meta = lambda s: json.loads(s.metadata[b"huggingface"])["info"]["features"]  # noqa: E731
+    assert meta(ours) == meta(theirs)
+
+
+def test_writing_a_shard_does_not_import_datasets(tmp_path):
+    code = (
+        f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
+        "from synth.shards import ShardWriter\nfrom tests.builders import build_sample\n"
+        f"with ShardWriter({str(tmp_path)!r}) as w:\n    w.add(build_sample('t_i_0_0')); w.mark(1)\n"
+        "assert 'datasets' not in sys.modules, 'datasets was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
