@@ -68,21 +68,22 @@ def test_bundled_data_a_b_c_with_the_template_backend(tmp_path: Path) -> None:
             check_structure(sample)
             made.add(sample.task)
     assert made == set(TASKS)  # all 20, the two-subject compositions included
-    # Stage b deepened every depth-1 sample and passed the rest through unchanged.
+    # Stage b deepened every depth-1 sample, once; depth-0 samples stay in the stage-a output.
     a_samples = {s.sample_id: s for s in iter_samples(a)}
+    parents = [s.provenance.parent_id for s in iter_samples(b)]
+    assert sorted(parents) == sorted(  # type: ignore[type-var]
+        i for i, s in a_samples.items() if TASKS[s.task].name.depth == "1"
+    )
     for sample in iter_samples(b):
-        if sample.stage == "a":
-            assert sample == a_samples[sample.sample_id]
-        else:
-            parent = a_samples[sample.provenance.parent_id]  # type: ignore[index]
-            n = len(parent.turns) - 2
-            assert sample.turns[:n] == parent.turns[:n]  # append-only
-            assert sample.turns[-1] == parent.turns[-1]
-            assert (
-                sample.provenance.llm_calls[: len(parent.provenance.llm_calls)]
-                == parent.provenance.llm_calls
-            )
-            check_unrelated_distractors(sample)
+        parent = a_samples[sample.provenance.parent_id]  # type: ignore[index]
+        n = len(parent.turns) - 2
+        assert sample.turns[:n] == parent.turns[:n]  # append-only
+        assert sample.turns[-1] == parent.turns[-1]
+        assert (
+            sample.provenance.llm_calls[: len(parent.provenance.llm_calls)]
+            == parent.provenance.llm_calls
+        )
+        check_unrelated_distractors(sample)
     assert read_manifest(a).config["sources_file"] == str(EXAMPLES)
     done = subprocess.run(
         [sys.executable, "-m", "synth", "validate", str(cb)], capture_output=True, text=True
@@ -91,8 +92,7 @@ def test_bundled_data_a_b_c_with_the_template_backend(tmp_path: Path) -> None:
     loaded = datasets.load_dataset("parquet", data_dir=str(cb), split="train")
     assert loaded.num_rows == read_manifest(cb).samples
 
-    # Stage c over both inputs (`--in a --in b`): every interleaved task, each input once (the
-    # depth-0 samples stage b passed through are met twice and taken once).
+    # Stage c over both inputs (`--in a --in b`): every interleaved task.
     cab = tmp_path / "c-from-a-and-b"
     done = subprocess.run(
         [sys.executable, "-m", "synth", "run", "stage-c", "--in", str(a), "--in", str(b),
@@ -127,11 +127,11 @@ def test_bundled_data_through_the_fake_openai_server(tmp_path: Path, fake_openai
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     run_stage("a", sources=EXAMPLES, out=a, limit=16, **llm)
     run_stage("b", **{"in": a}, out=b, **llm)
-    run_stage("c", **{"in": b}, out=c, **llm)
+    run_stage("c", **{"in": [a, b]}, out=c, **llm)
     summary = read_manifest(c).summary
     assert not read_manifest(a).reject_counts and not summary["rejects"]
     samples = list(iter_samples(c))
-    assert len(samples) == 16
+    assert len(samples) == 16 + read_manifest(b).samples  # every sample of a and of b
     # The first 16 items of the plan mix every source, the compositions included.
     assert {"t_ti_in_n", "ti_ti_i1_n"} <= {s.task for s in samples}
     for sample in samples:
@@ -146,5 +146,5 @@ def test_bundled_data_through_the_fake_openai_server(tmp_path: Path, fake_openai
     )
     assert summary["llm"]["prompt_tokens"] > 0
     # A rerun of a finished stage sends nothing.
-    run_stage("c", **{"in": b}, out=c, **llm)
+    run_stage("c", **{"in": [a, b]}, out=c, **llm)
     assert len(fake_openai.log) == requests

@@ -107,13 +107,15 @@ def test_refused_answers_missing_distractors_and_captions_are_rejects(
     refused = next(r for r in iter_rejects(a) if r.reason == "parse:wrong-count")
     assert refused.operation == "caption2QA_q" and refused.raw_response and refused.task
 
-    # Both edits became ti_i_0_0 (depth 0) and pass through stage b; stage c cannot ask a
-    # question about the final image of the edit whose source has no captions.
+    # Both edits became ti_i_0_0 (depth 0): stage b leaves them in the stage-a output, and
+    # stage c cannot ask a question about the final image of the edit whose source has no
+    # captions.
     run_stage("b", **{"in": a}, out=b, **llm)
-    run_stage("c", **{"in": b}, out=c, **llm)
+    assert read_manifest(b).samples == 0
+    run_stage("c", **{"in": [a, b]}, out=c, **llm)
     c_reasons = Counter(r.reason for r in iter_rejects(c))
     assert c_reasons["stage-c:no-caption"] == 1
-    assert read_manifest(c).samples + sum(c_reasons.values()) == read_manifest(b).samples
+    assert read_manifest(c).samples + sum(c_reasons.values()) == read_manifest(a).samples
 
 
 def test_no_unrelated_distractor_is_a_reject(tmp_path: Path) -> None:

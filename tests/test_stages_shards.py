@@ -12,6 +12,7 @@ import pytest
 
 from synth.shards import iter_samples, read_manifest
 from synth.stages.plan import shard_items
+from taxonomy import TASKS
 from tests.stages_support import EXAMPLES, run_stage
 
 
@@ -48,9 +49,10 @@ def test_three_shards_are_disjoint_and_their_union_is_the_unsharded_run(
             "manifest-00001.json",
             "manifest-00002.json",
         ]
-        # Stage b reads the three parts as one input.
+        # Stage b reads the three parts as one input (and deepens its depth-1 samples).
         run_stage("b", **{"in": tmp_path / "shared"}, out=tmp_path / "b")
-        assert read_manifest(tmp_path / "b").samples == len(expected)
+        deepened = [s for s in expected.values() if TASKS[s.task].name.depth == "1"]
+        assert read_manifest(tmp_path / "b").samples == len(deepened) > 0
 
 
 def test_a_resume_with_other_settings_is_refused(tmp_path: Path) -> None:

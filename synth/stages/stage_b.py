@@ -5,8 +5,9 @@ A depth-1 sample gets k distractor rounds (k drawn from ``distractors``, kinds b
 task's ``_dep`` operation so it names what it depends on; the task's depth becomes n. Nothing
 the parent made is rewritten: its turns, images and LLM calls are kept (the replaced query's
 call stays in provenance), the new query text cites the new call, and ``parent_id`` points at
-the parent. Depth-0 samples (t_i_0_0, ti_i_0_0) have nothing to deepen and pass through as
-they are.
+the parent. Depth-0 samples (t_i_0_0, ti_i_0_0) have nothing to deepen: they stay where they
+are, in the stage-a output, and are not work items here, so the outputs of stages a, b and c
+hold disjoint samples and can be trained on together.
 
 A distractor must be unrelated to the dependency target: its content words (``words``) may not
 meet those of the parent's image captions and user requests. That also rules out the ambiguous
@@ -155,6 +156,11 @@ def _query_part(turn: Turn) -> Part:
     return next(p for p in turn.parts if p.type == "text")
 
 
+def _depth_zero(sample: DialogueSample) -> bool:
+    spec = TASKS.get(sample.task)
+    return spec is not None and spec.name.depth == "0"
+
+
 class StageB:
     name = "b"
 
@@ -163,7 +169,7 @@ class StageB:
         pool.check_usable(cfg.distractor_mix)
 
     def items(self) -> Iterator[DialogueSample]:
-        return plan_from_samples(self.in_dirs)
+        return (s for s in plan_from_samples(self.in_dirs) if not _depth_zero(s))
 
     def key(self, sample: DialogueSample) -> str:
         return sample.sample_id
@@ -190,8 +196,6 @@ class StageB:
                     f"(stage {sample.stage})",
                 )
             )
-        if spec.name.depth == "0":
-            return sample  # nothing to deepen: passes through unchanged
         ctx.language = dialogue_language(sample)
         deep = TASKS[ctx.origin.task]
         dep_op = deep.operations[-1]
