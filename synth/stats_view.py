@@ -42,8 +42,13 @@ def _counts_table(title: str, key: str, counter: Counter[str], total: int | None
 def task_table(stats: DatasetStats) -> Table:
     table = Table(title="Samples per task", title_justify="left")
     for column in ("task", "stage", "depth", "count", "share"):
-        table.add_column(column, justify="right" if column in ("count", "share") else "left")
-    table.add_column("description", no_wrap=True, overflow="ellipsis", max_width=60)
+        table.add_column(
+            column, justify="right" if column in ("count", "share") else "left", no_wrap=True
+        )
+    # The names and numbers keep their width; only the description gives way on a narrow
+    # terminal (~50 columns go to the others and the borders).
+    width = max(16, Console().width - 50)
+    table.add_column("description", no_wrap=True, overflow="ellipsis", max_width=width)
     for task, n in sorted(stats.tasks.items()):
         spec = TASKS.get(task)
         depth = spec.name.depth if spec else "aux"
