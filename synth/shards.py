@@ -90,7 +90,7 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -105,7 +105,7 @@ def atomic_write_text(path: Path, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def manifest_path(out_dir: Path, part: int) -> Path:
@@ -252,7 +252,7 @@ class ShardWriter:
         for _, entry in sealed:
             _roll_forward(self.out_dir, entry.file)
         if sealed:
-            _fsync_dir(self.out_dir)
+            fsync_dir(self.out_dir)
 
     def close(self, summary: dict[str, Any] | None = None) -> Manifest:
         self.commit()

@@ -43,6 +43,8 @@ from torch import nn
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 from torch.distributed.checkpoint.stateful import Stateful
 
+from synth.shards import fsync_dir
+
 MARKER = "COMPLETE"
 _STEP_DIR = re.compile(r"^step-(\d{7,})$")
 
@@ -148,7 +150,7 @@ class Checkpointer:
                 _write_synced(tmp / name, text)
             _write_synced(tmp / MARKER, "")
             os.replace(tmp, final)
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
             self._prune()
         _barrier()
         return final
@@ -180,14 +182,6 @@ def _write_synced(path: Path, text: str) -> None:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @contextlib.contextmanager
