@@ -23,6 +23,11 @@ TAGS = ("Result", "User", "Assistant")
 
 # A protocol tag in any letter case, with ASCII or full-width brackets and slash, spaces allowed.
 _TAG_RE = re.compile(r"[<＜]\s*([/／]?)\s*(result|user|assistant)\s*[>＞]", re.IGNORECASE)
+# A tag _TAG_RE matches that is not already canonical; without one, canonicalising is a no-op.
+_LOOSE_TAG_RE = re.compile(
+    r"(?:＜|<(?!(?-i:/?(?:Result|User|Assistant)>)))\s*[/／]?\s*(result|user|assistant)\s*[>＞]",
+    re.IGNORECASE,
+)
 _FENCE_RE = re.compile(r"```[A-Za-z0-9_-]*")
 _BLOCK_RE = re.compile(r"<Result>(.*?)</Result>", re.DOTALL)
 _FIELD_RE = re.compile(r"<(User|Assistant)>(.*?)</\1>", re.DOTALL)
@@ -41,6 +46,8 @@ _FULLWIDTH = {
     "）": ")",
 }
 _FULLWIDTH_RE = re.compile(rf"(?<!{_CJK_CHAR})([，。：；！？（）])")
+_FULLWIDTH_CHAR_RE = re.compile("[，。：；！？（）]")
+_SPACE_BEFORE_PUNCT_RE = re.compile(r"\s+([,.:;!?)])")
 _QUOTE_PAIRS = (('"', '"'), ("“", "”"), ("'", "'"), ("「", "」"))
 
 
@@ -72,7 +79,7 @@ def _canonical_tags(text: str) -> str:
         name = m.group(2).capitalize()
         return f"</{name}>" if m.group(1) else f"<{name}>"
 
-    return _TAG_RE.sub(canon, text)
+    return _TAG_RE.sub(canon, text) if _LOOSE_TAG_RE.search(text) else text
 
 
 def clean(text: str, language: str) -> str:
@@ -85,8 +92,11 @@ def clean(text: str, language: str) -> str:
                 text = inner.strip()
             break
     if language == "en":
-        text = _FULLWIDTH_RE.sub(lambda m: _FULLWIDTH[m.group(1)] + " ", text)
-        text = re.sub(r"\s+([,.:;!?)])", r"\1", _SPACE_RE.sub(" ", text)).strip()
+        # Whitespace is already single spaces here; only a full-width fix can add doubles.
+        if _FULLWIDTH_CHAR_RE.search(text):
+            text = _FULLWIDTH_RE.sub(lambda m: _FULLWIDTH[m.group(1)] + " ", text)
+            text = _SPACE_RE.sub(" ", text)
+        text = _SPACE_BEFORE_PUNCT_RE.sub(r"\1", text).strip()
     return text
 
 

@@ -46,13 +46,17 @@ _CJK_RUN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]+"
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
 _LATIN = re.compile(r"[A-Za-z]")
 _WORD = re.compile(r"[A-Za-z][A-Za-z'-]+")
+_WORD_CHAR = re.compile(r"\w")
 _PLACEHOLDERS = ("...", "…", "。。。", "{{", "}}", "{%", "%}", "<<<", ">>>", "<Result", "</Result",
                  "<User", "</User", "<Assistant", "</Assistant")  # fmt: skip
+_PLACEHOLDERS_LOW = tuple((m, m.lower()) for m in _PLACEHOLDERS)
 _SPECULATIVE_EN = re.compile(
     r"\b(seems?|seemingly|maybe|perhaps|possibly|probably|apparently|appears? to|might be)\b",
     re.IGNORECASE,
 )
 _SPECULATIVE_ZH = ("似乎", "可能", "也许", "或许", "好像", "大概", "貌似", "看似")
+_SPECULATIVE_KEYS = ("seem", "maybe", "perhaps", "possibly", "probably", "apparently", "appear",
+                     "might be")  # fmt: skip
 # An instruction to a model, or a model talking about its task, inside a result.
 INSTRUCTION = re.compile(
     r"ignore (all |any )?(of )?(the |my |your )?(above|previous|prior|earlier) |"
@@ -61,6 +65,21 @@ INSTRUCTION = re.compile(
     r"忽略(以上|上述|之前|前面|所有)|无视(以上|上述|之前)|系统提示",
     re.IGNORECASE,
 )
+# Every match of INSTRUCTION contains one of these, lower-cased.
+_INSTRUCTION_KEYS = ("ignore", "disregard", "system prompt", "as an ai", "language model", "sure",
+                     "okay", "certainly", "忽略", "无视", "系统提示")  # fmt: skip
+# The only non-ASCII characters that re.IGNORECASE matches to an ASCII letter (U+0130 İ, U+0131
+# ı, U+017F ſ, U+212A Kelvin); str.lower() maps no other non-ASCII character into ASCII.
+_ASCII_FOLDS = re.compile("[\u0130\u0131\u017f\u212a]")
+
+
+def may_match(text: str, keys: tuple[str, ...]) -> bool:
+    """False only when no case-insensitive pattern each of whose matches contains one of the
+    lower-case ``keys`` can match ``text``: a cheap exact pre-check before a slow regex."""
+    if _ASCII_FOLDS.search(text):
+        return True
+    low = text.lower()
+    return any(key in low for key in keys)
 
 
 @dataclass(frozen=True)
@@ -91,13 +110,18 @@ def lexicon() -> dict[str, Any]:
     return data
 
 
+@lru_cache(maxsize=64)
+def _lowered(sources: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(s.lower() for s in sources)  # one parse checks 6-18 fields against the same
+
+
 def _in_sources(fragment: str, sources: tuple[str, ...]) -> bool:
     low = fragment.lower()
-    return any(low in s.lower() for s in sources)
+    return any(low in s for s in _lowered(sources))
 
 
 def empty(c: FieldCheck) -> tuple[str, str] | None:
-    if not re.search(r"\w", c.text):
+    if not _WORD_CHAR.search(c.text):
         return EMPTY, f"{c.where()} is empty"
     return None
 
@@ -131,14 +155,15 @@ def wrong_language(c: FieldCheck) -> tuple[str, str] | None:
 
 
 def placeholder(c: FieldCheck) -> tuple[str, str] | None:
-    for marker in _PLACEHOLDERS:
-        if marker.lower() in c.text.lower() and not _in_sources(marker, c.sources):
+    low = c.text.lower()
+    for marker, marker_low in _PLACEHOLDERS_LOW:
+        if marker_low in low and not _in_sources(marker, c.sources):
             return PLACEHOLDER, f"{c.where()} keeps the placeholder or template syntax {marker!r}"
     return None
 
 
 def injection(c: FieldCheck) -> tuple[str, str] | None:
-    m = INSTRUCTION.search(c.text)
+    m = INSTRUCTION.search(c.text) if may_match(c.text, _INSTRUCTION_KEYS) else None
     if m:
         return INJECTION, f"{c.where()} carries an instruction or model chatter: {m.group(0)!r}"
     return None
@@ -148,7 +173,11 @@ def speculative(c: FieldCheck) -> tuple[str, str] | None:
     """The speculative words the request prompts forbid; answers may hedge, requests may not."""
     if c.role != "request":
         return None
-    found = [m.group(0) for m in _SPECULATIVE_EN.finditer(c.text)]
+    found = (
+        [m.group(0) for m in _SPECULATIVE_EN.finditer(c.text)]
+        if may_match(c.text, _SPECULATIVE_KEYS)
+        else []
+    )
     found += [w for w in _SPECULATIVE_ZH if w in c.text]
     bad = [w for w in found if not _in_sources(w, c.sources)]
     if bad:

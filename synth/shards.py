@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
+from synth.arrow_rows import record_batch
 from synth.contract import REJECT_SCHEMA, DialogueSample, Reject, arrow_schema
 
 SAMPLE_PREFIX = "train"
@@ -144,7 +145,7 @@ class _RotatingFile:
         if self._writer is None:
             self._tmp = self.out_dir / f"{_TMP_PREFIX}{self.prefix}-{self.part:05d}-open.parquet"
             self._writer = pq.ParquetWriter(self._tmp, self.schema, compression="zstd")
-        self._writer.write_table(pa.Table.from_pylist(self._buffer, schema=self.schema))
+        self._writer.write_batch(record_batch(self._buffer, self.schema))
         self._buffer = []
 
     def seal(self, seq: int) -> ShardEntry | None:
