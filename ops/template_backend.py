@@ -34,7 +34,12 @@ from ops.validate import INSTRUCTION, MAX_CHARS, content_words
 _CJK = re.compile(
     r"[\u3000-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uff00-\uffef]"
 )
-_SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s*")
+# A sentence ends at CJK end punctuation, or at ASCII end punctuation followed by whitespace
+# ("3.5 metres" and "U.S.Navy" do not end one) unless the word before is an abbreviation.
+_SENTENCE_END = re.compile(r"(?<=[。！？])\s*|(?<=[.!?])\s+")
+_ABBREVIATION = re.compile(
+    r"(?:^|[\s(\"'])(?:(?:[A-Za-z]\.)+|Dr|Mr|Mrs|Ms|St|Mt|Jr|Sr|Prof|Capt|Lt|Col|Gen|Sgt|vs|approx)\.?$"
+)
 _CLAUSE_END = re.compile(r"[,;:，；：]")
 _ARTICLE = re.compile(r"^(a|an|the)\s+", re.IGNORECASE)
 
@@ -55,10 +60,24 @@ def _is_chinese(text: str) -> bool:
     return len(_CJK.findall(text)) * 2 >= len(text.replace(" ", ""))
 
 
+def split_sentences(text: str) -> tuple[str, ...]:
+    """``text`` cut into sentences, keeping "U.S. Navy", "e.g. a fox", "Dr. Smith" whole."""
+    merged: list[str] = []
+    for piece in _SENTENCE_END.split(text.strip()):
+        piece = piece.strip()
+        if not piece:
+            continue
+        if merged and merged[-1].endswith(".") and _ABBREVIATION.search(merged[-1]):
+            merged[-1] = f"{merged[-1]} {piece}"
+        else:
+            merged.append(piece)
+    return tuple(merged)
+
+
 @lru_cache(maxsize=4096)
 def sentences(caption: str) -> tuple[str, ...]:
     """The caption's sentences, without any that address a model ("ignore the above ...")."""
-    parts = tuple(s.strip() for s in _SENTENCE_END.split(caption.strip()) if s.strip())
+    parts = split_sentences(caption)
     kept = tuple(s for s in parts if not INSTRUCTION.search(s))
     return kept or parts or (caption.strip(),)
 

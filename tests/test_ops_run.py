@@ -9,7 +9,7 @@ import pytest
 
 from ops import OPS, OpResult, TemplateBackend, run_op
 from ops.protocol import LLMResponse
-from ops.template_backend import estimate_tokens
+from ops.template_backend import estimate_tokens, split_sentences
 from synth.contract import LLMCall, Reject
 from tests.ops_cases import DOG, GOOD_DEP, INPUTS, ScriptedBackend, results
 
@@ -217,3 +217,21 @@ def test_token_estimate_is_documented_rule():
     assert estimate_tokens("abcd" * 10) == 10
     assert estimate_tokens("给我画一个") == 5
     assert estimate_tokens("画 a cat") == 1 + 2
+
+
+def test_template_backend_keeps_abbreviations_inside_sentences():
+    caption = (
+        "A sailor in a dark U.S. Navy uniform stands on the deck of a ship, e.g. a destroyer. "
+        "Dr. J. Smith waves from St. Mark's pier, 3.5 m away. 海浪拍打船身。天空晴朗！"
+    )
+    assert split_sentences(caption) == (
+        "A sailor in a dark U.S. Navy uniform stands on the deck of a ship, e.g. a destroyer.",
+        "Dr. J. Smith waves from St. Mark's pier, 3.5 m away.",
+        "海浪拍打船身。",
+        "天空晴朗！",
+    )
+    result = run(TemplateBackend(), "caption2query", {"caption": caption}, language="en")
+    assert result.ok, (result.reason, result.detail)
+    english = [t for t in result.call.results if t.isascii()]
+    assert all("U. S." not in t and not t.rstrip(".").endswith(" U") for t in english)
+    assert any("U.S. Navy uniform" in t for t in english)
