@@ -26,7 +26,7 @@ class TransientError(Exception):
 
 
 class RateLimitedError(TransientError):
-    pass
+    """The server answered 429: retried after its Retry-After, and it slows the engine down."""
 
 
 class RequestError(Exception):
@@ -36,7 +36,7 @@ class RequestError(Exception):
 
 
 class BackendConfigError(ValueError):
-    pass
+    """A 401/403/404 or a missing key: retrying cannot help; the message says what to fix."""
 
 
 def classify_status(status: int, message: str, retry_after: float | None) -> Exception:
