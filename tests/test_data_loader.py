@@ -165,3 +165,26 @@ def test_config_rejects_bad_values() -> None:
         DataConfig.tiny(max_dialogue_tokens=4096)
     with pytest.raises(ValueError, match="max_latent_size"):
         DataConfig.bagel(max_latent_size=32)
+
+
+def test_resolve_files_reads_synth_dirs_and_hub_config_folders(tmp_path: Path) -> None:
+    import shutil
+
+    from synth.contract import Reject
+    from synth.shards import ShardWriter
+    from tests.builders import build_sample
+    from train.data.source import resolve_files
+
+    out = tmp_path / "stage-c"
+    with ShardWriter(out) as writer:
+        writer.add(build_sample("t_ti_0_0"))
+        writer.add_reject(Reject(stage="c", reason="stage-c:no-caption", detail="x"))
+        writer.mark(2)
+    (shard,) = resolve_files([out])  # the samples, not the rejects
+    assert shard.name.startswith("train-")
+    hub = tmp_path / "download" / "data" / "stage-c"  # what `synth push` uploads, downloaded
+    hub.mkdir(parents=True)
+    shutil.copy(shard, hub / f"stage-c-{shard.name}")
+    assert [p.name for p in resolve_files([hub])] == [f"stage-c-{shard.name}"]
+    with pytest.raises(FileNotFoundError, match="holds no Parquet sample shards"):
+        resolve_files([tmp_path / "download"])

@@ -17,15 +17,19 @@ from synth.shards import sample_files
 
 
 def resolve_files(files_or_dirs: Sequence[str | Path] | str | Path) -> list[Path]:
-    """Shard files (``train-*.parquet``) of each directory, plus files named directly; sorted."""
+    """Shard files of each directory, plus files named directly; sorted.
+
+    A ``synth`` output directory contributes its ``train-*.parquet`` shards (not its rejects); a
+    directory without them, such as a config folder of a dataset pushed with ``synth push`` and
+    downloaded from the Hub (``data/stage-c/*.parquet``), contributes every ``*.parquet``."""
     items = [files_or_dirs] if isinstance(files_or_dirs, str | Path) else list(files_or_dirs)
     files: set[Path] = set()
     for item in items:
         path = Path(item)
         if path.is_dir():
-            found = sample_files(path)
+            found = sample_files(path) or sorted(path.glob("*.parquet"))
             if not found:
-                raise FileNotFoundError(f"{path} holds no train-*.parquet sample shards")
+                raise FileNotFoundError(f"{path} holds no Parquet sample shards")
             files.update(p.resolve() for p in found)
         elif path.is_file():
             files.add(path.resolve())
