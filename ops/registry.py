@@ -208,9 +208,10 @@ class OpSpec:
 
     def parse(self, text: str, inputs: Mapping[str, Any] | BaseModel) -> Output:
         """The typed output of a response, or ParseRejection(reason, detail)."""
-        model = self.validate_inputs(inputs)
-        values = model.model_dump()
-        languages = self.languages(model)
+        values = self.validate_inputs(inputs).model_dump()
+        languages = tuple(
+            values["language"] if s.language == "input" else s.language for s in self.slots
+        )  # as self.languages(), without a second model_dump
         blocks = parse_blocks(text, tuple(f.tag for f in self.fields), self.results)
         sources = tuple(x for k, x in values.items() if isinstance(x, str) and k != "language")
         anchors = tuple(values[name] for name in self.anchors)

@@ -79,7 +79,10 @@ def may_match(text: str, keys: tuple[str, ...]) -> bool:
     if _ASCII_FOLDS.search(text):
         return True
     low = text.lower()
-    return any(key in low for key in keys)
+    for key in keys:  # noqa: SIM110 - a plain loop: ~2x faster than any() over a generator
+        if key in low:
+            return True
+    return False
 
 
 @dataclass(frozen=True)
