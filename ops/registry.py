@@ -57,7 +57,9 @@ Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # defer_build: a model's validator is built at its first use, so a run pays only for the
+    # input and result models of the operations it runs (~60 ms off importing ``ops``).
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 # ---- inputs ----
