@@ -24,11 +24,10 @@ from functools import cache, lru_cache
 from importlib import resources
 from typing import Any
 
-import yaml
-
 from ops.parse import format_results
 from ops.protocol import LLMRequest, LLMResponse
 from ops.registry import OPS, OpSpec
+from ops.templates import load_yaml
 from ops.validate import INSTRUCTION, MAX_CHARS, content_words
 
 _CJK = re.compile(
@@ -52,7 +51,7 @@ def estimate_tokens(text: str) -> int:
 @cache
 def frames() -> dict[str, Any]:
     text = resources.files("prompts").joinpath("template_backend.yaml").read_text("utf-8")
-    data: dict[str, Any] = yaml.safe_load(text)
+    data: dict[str, Any] = load_yaml(text)
     return data
 
 

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from typing import Any
 
 import yaml
 from jinja2 import BaseLoader, FileSystemLoader, StrictUndefined, meta
@@ -52,10 +53,19 @@ def make_environment(loader: BaseLoader | None = None) -> ImmutableSandboxedEnvi
     )
 
 
+# libyaml's loader where PyYAML was built with it: the same values, ~10x faster to load.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load``, through libyaml where available."""
+    return yaml.load(text, Loader=_YAML_LOADER)
+
+
 @cache
 def load_pools() -> dict[str, Pool]:
     text = resources.files("prompts").joinpath("pools.yaml").read_text(encoding="utf-8")
-    raw = yaml.safe_load(text)
+    raw = load_yaml(text)
     return {name: Pool(name, tuple(p["en"]), tuple(p["zh"])) for name, p in raw.items()}
 
 

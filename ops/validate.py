@@ -15,7 +15,7 @@ from functools import cache, lru_cache
 from importlib import resources
 from typing import Any, Literal
 
-import yaml
+from ops.templates import load_yaml
 
 Language = Literal["en", "zh"]
 Length = Literal["short", "medium", "long", "answer"]
@@ -109,7 +109,7 @@ Validator = Callable[[FieldCheck], "tuple[str, str] | None"]
 @cache
 def lexicon() -> dict[str, Any]:
     text = resources.files("prompts").joinpath("lexicon.yaml").read_text(encoding="utf-8")
-    data: dict[str, Any] = yaml.safe_load(text)
+    data: dict[str, Any] = load_yaml(text)
     return data
 
 
