@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.bundled import BundledRun, synthesize_bundled
+from tests.fakes._server import FakeServer
 from tests.fakes.answers import PromptBook, record_renders
 from tests.fakes.fake_gemini import FakeGemini
 from tests.fakes.fake_openai import FakeOpenAI
@@ -38,6 +39,18 @@ def fake_gemini(prompt_book: PromptBook) -> Iterator[FakeGemini]:
     server = FakeGemini(prompt_book.answer)
     with server:
         yield server
+
+
+@pytest.fixture(params=["openai", "gemini"])
+def llm_server(
+    request: pytest.FixtureRequest,
+    fake_openai: FakeOpenAI,
+    fake_gemini: FakeGemini,
+    monkeypatch: pytest.MonkeyPatch,
+) -> FakeServer:
+    """Each of the two fake LLM servers in turn, with the test key the engine configs name."""
+    monkeypatch.setenv("CHATUMM_TEST_KEY", "sk-test")
+    return fake_openai if request.param == "openai" else fake_gemini
 
 
 @pytest.fixture(scope="session")

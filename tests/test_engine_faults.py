@@ -11,7 +11,6 @@ from ops.engine import Engine, EngineConfig
 from ops.engine.limits import AdaptiveLimiter
 from ops.protocol import GenerationParams, LLMRequest, LLMResponse, Message
 from tests.fakes._server import FakeRequest, FakeServer, FaultPlan
-from tests.fakes.fake_gemini import FakeGemini
 from tests.fakes.fake_openai import FakeOpenAI
 
 N = 40
@@ -43,17 +42,10 @@ async def _run_all(config: EngineConfig, n: int = N) -> tuple[list[LLMResponse],
         return list(await asyncio.gather(*(engine.complete(_request(i)) for i in range(n)))), engine
 
 
-@pytest.fixture(params=["openai", "gemini"])
-def server(
-    request: pytest.FixtureRequest,
-    fake_openai: FakeOpenAI,
-    fake_gemini: FakeGemini,
-    monkeypatch: pytest.MonkeyPatch,
-) -> FakeServer:
-    monkeypatch.setenv("CHATUMM_TEST_KEY", "sk-test")
-    chosen: FakeServer = fake_openai if request.param == "openai" else fake_gemini
-    chosen.answer = _answer
-    return chosen
+@pytest.fixture
+def server(llm_server: FakeServer) -> FakeServer:
+    llm_server.answer = _answer
+    return llm_server
 
 
 def test_faults_are_survived_with_every_result_correct(server: FakeServer, tmp_path: Path) -> None:

@@ -12,22 +12,15 @@ import pytest
 from ops import OPS, OpResult, run_op
 from ops.engine import Engine, EngineConfig
 from tests.fakes._server import FakeServer, FaultPlan
-from tests.fakes.fake_gemini import FakeGemini
 from tests.fakes.fake_openai import FakeOpenAI
 from tests.ops_cases import INPUTS
 
 NAMES = sorted(OPS)
 
 
-@pytest.fixture(params=["openai", "gemini"])
-def server(
-    request: pytest.FixtureRequest,
-    fake_openai: FakeOpenAI,
-    fake_gemini: FakeGemini,
-    monkeypatch: pytest.MonkeyPatch,
-) -> FakeServer:
-    monkeypatch.setenv("CHATUMM_TEST_KEY", "sk-test")
-    return fake_openai if request.param == "openai" else fake_gemini
+@pytest.fixture
+def server(llm_server: FakeServer) -> FakeServer:
+    return llm_server
 
 
 def _config(server: FakeServer, cache: Path) -> EngineConfig:

@@ -69,6 +69,10 @@ class PackedLoader:
     # --- state -------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Plain data (JSON-able): resume with ``load_state_dict`` on a loader built alike."""
+        return {**self._identity(), "due": self._due, "readers": list(self._states)}
+
+    def _identity(self) -> dict[str, Any]:
+        """What a saved state must agree on with the loader that loads it."""
         return {
             "version": STATE_VERSION,
             "fingerprint": self.source.fingerprint(),
@@ -76,19 +80,10 @@ class PackedLoader:
             "rank": self.rank,
             "world": self.world,
             "readers_per_rank": self.per_rank,
-            "due": self._due,
-            "readers": list(self._states),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        expected = {
-            "version": STATE_VERSION,
-            "fingerprint": self.source.fingerprint(),
-            "seed": self.cfg.seed,
-            "rank": self.rank,
-            "world": self.world,
-            "readers_per_rank": self.per_rank,
-        }
+        expected = self._identity()
         wrong = {k: (state.get(k), v) for k, v in expected.items() if state.get(k) != v}
         if wrong:
             raise ValueError(
