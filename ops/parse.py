@@ -32,7 +32,7 @@ _FENCE_RE = re.compile(r"```[A-Za-z0-9_-]*")
 _BLOCK_RE = re.compile(r"<Result>(.*?)</Result>", re.DOTALL)
 _FIELD_RE = re.compile(r"<(User|Assistant)>(.*?)</\1>", re.DOTALL)
 _STRAY_RE = re.compile(r"</?(Result|User|Assistant)>")
-_SPACE_RE = re.compile(r"\s+")
+_CANONICAL_TAGS = tuple(f"<{slash}{tag}>" for tag in TAGS for slash in ("", "/"))
 _CJK_CHAR = r"[\u3000-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uff00-\uffef]"
 # Full-width punctuation typed into English text, unless it follows CJK text quoted from a caption.
 _FULLWIDTH = {
@@ -48,6 +48,7 @@ _FULLWIDTH = {
 _FULLWIDTH_RE = re.compile(rf"(?<!{_CJK_CHAR})([，。：；！？（）])")
 _FULLWIDTH_CHAR_RE = re.compile("[，。：；！？（）]")
 _SPACE_BEFORE_PUNCT_RE = re.compile(r"\s+([,.:;!?)])")
+_SPACE_BEFORE_PUNCT = tuple(f" {p}" for p in ",.:;!?)")
 _QUOTE_PAIRS = (('"', '"'), ("“", "”"), ("'", "'"), ("「", "」"))
 
 
@@ -84,19 +85,23 @@ def _canonical_tags(text: str) -> str:
 
 def clean(text: str, language: str) -> str:
     """Collapse whitespace, drop quotes wrapping the whole result, fix full-width ASCII punctuation."""
-    text = _SPACE_RE.sub(" ", text).strip()
+    # str.split() splits on exactly the characters re's \s matches in str patterns (both use
+    # Py_UNICODE_ISSPACE), at a fraction of a regex substitution's cost.
+    text = " ".join(text.split())
     for left, right in _QUOTE_PAIRS:
-        inner = text[len(left) : -len(right)]
         if len(text) > 2 and text.startswith(left) and text.endswith(right):
+            inner = text[len(left) : -len(right)]
             if left not in inner and right not in inner:
                 text = inner.strip()
             break
     if language == "en":
         # Whitespace is already single spaces here; only a full-width fix can add doubles.
-        if _FULLWIDTH_CHAR_RE.search(text):
+        if not text.isascii() and _FULLWIDTH_CHAR_RE.search(text):
             text = _FULLWIDTH_RE.sub(lambda m: _FULLWIDTH[m.group(1)] + " ", text)
-            text = _SPACE_RE.sub(" ", text)
-        text = _SPACE_BEFORE_PUNCT_RE.sub(r"\1", text).strip()
+            text = " ".join(text.split())
+        # Single spaces only by now: seven substring scans cost less than one regex scan.
+        if any(gap in text for gap in _SPACE_BEFORE_PUNCT):
+            text = _SPACE_BEFORE_PUNCT_RE.sub(r"\1", text).strip()
     return text
 
 
@@ -106,7 +111,21 @@ def parse_blocks(text: str, fields: tuple[str, ...], count: int) -> list[list[st
     ``fields`` is the tag sequence each block must hold, e.g. ``("User",)`` or
     ``("User", "Assistant", "User")``; text between fields inside a block is ignored.
     """
-    normalized = _canonical_tags(_FENCE_RE.sub("", text))
+    normalized = _FENCE_RE.sub("", text) if "```" in text else text
+    tags_found = _count_canonical(normalized)
+    # Every "<" starting a canonical tag and no full-width bracket: nothing to canonicalise.
+    if "＜" in normalized or normalized.count("<") != tags_found:
+        normalized = _canonical_tags(normalized)
+        tags_found = _count_canonical(normalized)
+    if tags_found == count * (2 + 2 * len(fields)):
+        blocks = _exact_blocks(normalized, fields, count)
+        if blocks is not None:
+            return blocks
+    return _scan_blocks(normalized, fields, count)
+
+
+def _scan_blocks(normalized: str, fields: tuple[str, ...], count: int) -> list[list[str]]:
+    """``parse_blocks`` by regular expressions, on text with canonical tags: any answer."""
     bodies = _BLOCK_RE.findall(normalized)
     if len(bodies) != count:
         raise ParseRejection(
@@ -132,3 +151,40 @@ def parse_blocks(text: str, fields: tuple[str, ...], count: int) -> list[list[st
             raise ParseRejection(PARSE_MALFORMED, f"result {i + 1} has a stray {stray.group(0)}")
         blocks.append([value for _, value in found])
     return blocks
+
+
+def _exact_blocks(text: str, fields: tuple[str, ...], count: int) -> list[list[str]] | None:
+    """The blocks of an answer whose canonical tags, which the caller counted to be exactly
+    those of ``count`` blocks of ``fields``, come in that order; None when they do not.
+
+    Substring search instead of the regular expressions: each expected tag is found after the
+    one before it, and as there are no more tags than expected, no other tag lies anywhere,
+    so the values are what the regex path would return, at a tenth of its cost."""
+    blocks = []
+    pos = 0
+    for _ in range(count):
+        pos = text.find("<Result>", pos)
+        if pos < 0:
+            return None
+        pos += len("<Result>")
+        values = []
+        for tag in fields:
+            start = text.find(f"<{tag}>", pos)
+            if start < 0:
+                return None
+            start += len(tag) + 2
+            pos = text.find(f"</{tag}>", start)
+            if pos < 0:
+                return None
+            values.append(text[start:pos])
+            pos += len(tag) + 3
+        pos = text.find("</Result>", pos)
+        if pos < 0:
+            return None
+        blocks.append(values)
+    return blocks
+
+
+def _count_canonical(text: str) -> int:
+    """How many canonical tags (``<Result>``, ``</User>``, ...) ``text`` holds."""
+    return sum(text.count(tag) for tag in _CANONICAL_TAGS)

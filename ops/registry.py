@@ -231,7 +231,7 @@ class OpSpec:
                     if failure is not None:
                         raise ParseRejection(*failure)
             items.append(self.item.of(language, slot.length, texts))
-        return self.output.model_validate({"results": tuple(items)})
+        return self.output(results=tuple(items))
 
 
 def define(

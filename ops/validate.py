@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from importlib import resources
 from typing import Any, Literal
@@ -47,9 +47,12 @@ _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
 _LATIN = re.compile(r"[A-Za-z]")
 _WORD = re.compile(r"[A-Za-z][A-Za-z'-]+")
 _WORD_CHAR = re.compile(r"\w")
-_PLACEHOLDERS = ("...", "…", "。。。", "{{", "}}", "{%", "%}", "<<<", ">>>", "<Result", "</Result",
-                 "<User", "</User", "<Assistant", "</Assistant")  # fmt: skip
-_PLACEHOLDERS_LOW = tuple((m, m.lower()) for m in _PLACEHOLDERS)
+# Left-over placeholders and template syntax; protocol tags are matched in any letter case.
+_PLACEHOLDERS_PLAIN = ("...", "…", "。。。", "{{", "}}", "{%", "%}", "<<<", ">>>")
+_PLACEHOLDERS_TAGS = tuple(
+    (tag, tag.lower())
+    for tag in ("<Result", "</Result", "<User", "</User", "<Assistant", "</Assistant")
+)
 _SPECULATIVE_EN = re.compile(
     r"\b(seems?|seemingly|maybe|perhaps|possibly|probably|apparently|appears? to|might be)\b",
     re.IGNORECASE,
@@ -70,24 +73,29 @@ _INSTRUCTION_KEYS = ("ignore", "disregard", "system prompt", "as an ai", "langua
                      "okay", "certainly", "忽略", "无视", "系统提示")  # fmt: skip
 # The only non-ASCII characters that re.IGNORECASE matches to an ASCII letter (U+0130 İ, U+0131
 # ı, U+017F ſ, U+212A Kelvin); str.lower() maps no other non-ASCII character into ASCII.
-_ASCII_FOLDS = re.compile("[\u0130\u0131\u017f\u212a]")
+_ASCII_FOLDS = ("\u0130", "\u0131", "\u017f", "\u212a")
 
 
-def may_match(text: str, keys: tuple[str, ...]) -> bool:
+def may_match(text: str, keys: tuple[str, ...], low: str | None = None) -> bool:
     """False only when no case-insensitive pattern each of whose matches contains one of the
-    lower-case ``keys`` can match ``text``: a cheap exact pre-check before a slow regex."""
-    if _ASCII_FOLDS.search(text):
+    lower-case ``keys`` can match ``text``: a cheap exact pre-check before a slow regex.
+    ``low`` is ``text.lower()`` where the caller has it already."""
+    if not text.isascii() and any(fold in text for fold in _ASCII_FOLDS):
         return True
-    low = text.lower()
+    if low is None:
+        low = text.lower()
     for key in keys:  # noqa: SIM110 - a plain loop: ~2x faster than any() over a generator
         if key in low:
             return True
     return False
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class FieldCheck:
-    """One field of one parsed result, with what the validators need to judge it."""
+    """One field of one parsed result, with what the validators need to judge it.
+
+    Not frozen: a frozen dataclass sets each field through ``object.__setattr__``, and a parse
+    builds one of these for every field of every result."""
 
     operation: str
     index: int
@@ -98,6 +106,10 @@ class FieldCheck:
     sources: tuple[str, ...]
     anchors: tuple[str, ...] = ()  # captions the result must name something from
     exclude: str = ""  # text whose words do not count as anchors (the edit query itself)
+    low: str = field(init=False)  # text.lower(), which three validators read
+
+    def __post_init__(self) -> None:
+        self.low = self.text.lower()
 
     def where(self) -> str:
         return f"result {self.index + 1} ({self.language}, {self.role})"
@@ -116,6 +128,11 @@ def lexicon() -> dict[str, Any]:
 @lru_cache(maxsize=64)
 def _lowered(sources: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(s.lower() for s in sources)  # one parse checks 6-18 fields against the same
+
+
+@lru_cache(maxsize=64)
+def _has_cjk(sources: tuple[str, ...]) -> bool:
+    return any(not s.isascii() and _CJK_RUN.search(s) for s in sources)
 
 
 def _in_sources(fragment: str, sources: tuple[str, ...]) -> bool:
@@ -137,9 +154,17 @@ def overlong(c: FieldCheck) -> tuple[str, str] | None:
 
 
 def wrong_language(c: FieldCheck) -> tuple[str, str] | None:
-    runs = _CJK_RUN.findall(c.text)
-    own = [r for r in runs if not _in_sources(r, c.sources)]
+    # Two shortcuts keep regex scans (~100 instructions a character) off the common cases:
+    # ASCII text holds no CJK, and with inputs free of CJK every CJK run is the result's own.
+    quoted = _has_cjk(c.sources)
     if c.language == "en":
+        if c.text.isascii():
+            own: list[str] = []
+        elif quoted:
+            own = [r for r in _CJK_RUN.findall(c.text) if not _in_sources(r, c.sources)]
+        else:
+            first = _CJK_RUN.search(c.text)
+            own = [first.group(0)] if first else []
         if own:
             return (
                 WRONG_LANGUAGE,
@@ -148,6 +173,11 @@ def wrong_language(c: FieldCheck) -> tuple[str, str] | None:
         if not _LATIN.search(c.text):
             return WRONG_LANGUAGE, f"{c.where()} has no Latin letters"
         return None
+    if not quoted:
+        if _HAN.search(c.text):
+            return None
+        return WRONG_LANGUAGE, f"{c.where()} has no Chinese characters"
+    own = [r for r in _CJK_RUN.findall(c.text) if not _in_sources(r, c.sources)]
     han = len(_HAN.findall(c.text))
     # Chinese of its own, or mostly Chinese (a result may legitimately reuse a Chinese caption).
     if any(_HAN.search(r) for r in own) or (han and han >= len(_LATIN.findall(c.text))):
@@ -158,15 +188,20 @@ def wrong_language(c: FieldCheck) -> tuple[str, str] | None:
 
 
 def placeholder(c: FieldCheck) -> tuple[str, str] | None:
-    low = c.text.lower()
-    for marker, marker_low in _PLACEHOLDERS_LOW:
-        if marker_low in low and not _in_sources(marker, c.sources):
+    text = c.text
+    for marker in _PLACEHOLDERS_PLAIN:  # no letters: case does not matter
+        if marker in text and not _in_sources(marker, c.sources):
+            return PLACEHOLDER, f"{c.where()} keeps the placeholder or template syntax {marker!r}"
+    if "<" not in text:
+        return None
+    for marker, marker_low in _PLACEHOLDERS_TAGS:
+        if marker_low in c.low and not _in_sources(marker, c.sources):
             return PLACEHOLDER, f"{c.where()} keeps the placeholder or template syntax {marker!r}"
     return None
 
 
 def injection(c: FieldCheck) -> tuple[str, str] | None:
-    m = INSTRUCTION.search(c.text) if may_match(c.text, _INSTRUCTION_KEYS) else None
+    m = INSTRUCTION.search(c.text) if may_match(c.text, _INSTRUCTION_KEYS, c.low) else None
     if m:
         return INJECTION, f"{c.where()} carries an instruction or model chatter: {m.group(0)!r}"
     return None
@@ -178,10 +213,11 @@ def speculative(c: FieldCheck) -> tuple[str, str] | None:
         return None
     found = (
         [m.group(0) for m in _SPECULATIVE_EN.finditer(c.text)]
-        if may_match(c.text, _SPECULATIVE_KEYS)
+        if may_match(c.text, _SPECULATIVE_KEYS, c.low)
         else []
     )
-    found += [w for w in _SPECULATIVE_ZH if w in c.text]
+    if not c.text.isascii():
+        found += [w for w in _SPECULATIVE_ZH if w in c.text]
     bad = [w for w in found if not _in_sources(w, c.sources)]
     if bad:
         return SPECULATIVE, f"{c.where()} uses the speculative word {bad[0]!r}"

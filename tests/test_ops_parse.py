@@ -122,3 +122,61 @@ def test_stray_tags_mean_the_split_cannot_be_trusted(damage):
     with pytest.raises(ParseRejection) as err:
         SPEC.parse(damage(results(GOOD_DEP)), INPUT)
     assert err.value.reason == "parse:malformed" and "stray" in err.value.detail
+
+
+def _damaged_answers(seed: int, n: int) -> list[tuple[str, tuple[str, ...], int]]:
+    """Answers in the result format with random chatter, fences and damage: dropped, doubled,
+    swapped and misplaced tags, for both field layouts."""
+    import random
+
+    rng = random.Random(seed)
+    pieces = ("<Result>", "</Result>", "<User>", "</User>", "<Assistant>", "</Assistant>")
+    out = []
+    for _ in range(n):
+        fields = rng.choice((("User",), ("User", "Assistant", "User")))
+        count = rng.choice((1, 2, 6))
+        blocks = [
+            [("<" + tag + ">", rng.choice(("a cat", "一只猫 < 2", "x\n y", "")), "</" + tag + ">")
+             for tag in fields]
+            for _ in range(count)
+        ]  # fmt: skip
+        tokens = [rng.choice(("", "Sure:\n", "```xml\n"))]
+        for block in blocks:
+            tokens.append("<Result>")
+            for open_, value, close in block:
+                tokens += [rng.choice(("", " ", "note")), open_, value, close]
+            tokens += ["</Result>", rng.choice(("\n", " between ", ""))]
+        for _ in range(rng.choice((0, 0, 1, 2))):  # damage
+            i = rng.randrange(len(tokens))
+            action = rng.choice(("drop", "insert", "swap"))
+            if action == "drop":
+                tokens.pop(i)
+            elif action == "insert":
+                tokens.insert(i, rng.choice(pieces))
+            else:
+                j = rng.randrange(len(tokens))
+                tokens[i], tokens[j] = tokens[j], tokens[i]
+        out.append(("".join(tokens), fields, count))
+    return out
+
+
+def test_the_substring_fast_path_agrees_with_the_regex_path():
+    from ops.parse import _count_canonical, _exact_blocks, _scan_blocks
+
+    answered = 0
+    for text, fields, count in _damaged_answers(seed=7, n=3000):
+        try:
+            expected: list[list[str]] | str = _scan_blocks(text, fields, count)
+        except ParseRejection as err:
+            expected = err.reason
+        if _count_canonical(text) == count * (2 + 2 * len(fields)):
+            fast = _exact_blocks(text, fields, count)
+            if fast is not None:
+                answered += 1
+                assert fast == expected, text
+        try:
+            got: list[list[str]] | str = parse_blocks(text, fields, count)
+        except ParseRejection as err:
+            got = err.reason
+        assert got == expected or "```" in text, text
+    assert answered > 1000  # the fast path is taken for most well-formed answers

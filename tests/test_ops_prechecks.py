@@ -6,7 +6,7 @@ import re
 import sys
 
 from ops import validate as v
-from ops.parse import _LOOSE_TAG_RE, _TAG_RE
+from ops.parse import _LOOSE_TAG_RE, _TAG_RE, clean
 
 
 def test_only_the_listed_non_ascii_characters_fold_to_ascii_letters():
@@ -39,3 +39,76 @@ def test_loose_tags_are_exactly_the_non_canonical_ones():
     loose = {m.group(0) for m in _TAG_RE.finditer(text)} - canonical
     assert {m.group(0) for m in _LOOSE_TAG_RE.finditer(text)} == loose
     assert _LOOSE_TAG_RE.search("<Result><User>x</User></Result>") is None
+
+
+# ---- the shortcuts in the validators and in clean() return what the plain code returns ----
+_CJK_RUN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]+")
+_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
+_PLACEHOLDERS = ("...", "…", "。。。", "{{", "}}", "{%", "%}", "<<<", ">>>", "<Result", "</Result",
+                 "<User", "</User", "<Assistant", "</Assistant")  # fmt: skip
+
+
+def _plain_wrong_language(c: v.FieldCheck) -> tuple[str, str] | None:
+    own = [r for r in _CJK_RUN.findall(c.text) if not v._in_sources(r, c.sources)]
+    if c.language == "en":
+        if own:
+            return (
+                v.WRONG_LANGUAGE,
+                f"{c.where()} has CJK text not quoted from the inputs: {own[0]!r}",
+            )
+        if not re.search("[A-Za-z]", c.text):
+            return v.WRONG_LANGUAGE, f"{c.where()} has no Latin letters"
+        return None
+    han = len(_HAN.findall(c.text))
+    if any(_HAN.search(r) for r in own) or (han and han >= len(re.findall("[A-Za-z]", c.text))):
+        return None
+    if not han:
+        return v.WRONG_LANGUAGE, f"{c.where()} has no Chinese characters"
+    return v.WRONG_LANGUAGE, f"{c.where()} only quotes Chinese from the inputs"
+
+
+def _plain_placeholder(c: v.FieldCheck) -> tuple[str, str] | None:
+    for marker in _PLACEHOLDERS:
+        if marker.lower() in c.text.lower() and not v._in_sources(marker, c.sources):
+            return v.PLACEHOLDER, f"{c.where()} keeps the placeholder or template syntax {marker!r}"
+    return None
+
+
+def _plain_clean(text: str, language: str) -> str:
+    from ops.parse import _FULLWIDTH, _FULLWIDTH_RE, _QUOTE_PAIRS
+
+    text = re.sub(r"\s+", " ", text).strip()
+    for left, right in _QUOTE_PAIRS:
+        inner = text[len(left) : -len(right)]
+        if len(text) > 2 and text.startswith(left) and text.endswith(right):
+            if left not in inner and right not in inner:
+                text = inner.strip()
+            break
+    if language == "en":
+        text = _FULLWIDTH_RE.sub(lambda m: _FULLWIDTH[m.group(1)] + " ", text)
+        text = re.sub(r"\s+", " ", text)
+        text = re.sub(r"\s+([,.:;!?)])", r"\1", text).strip()
+    return text
+
+
+def _random_texts(seed: int, n: int) -> list[str]:
+    import random
+
+    rng = random.Random(seed)
+    atoms = ("a red fox", "一只狐狸", "猫", "カメラ", "한국", "Merry Christmas", " , ", "。", "，",
+             "! ", "（x）", "...", "…", "{{ x }}", "<user>", "</Result", "İ", "ſeems", "\u3000",
+             "\t\n", '"', "“", "”", "「", "」", "'", "  ", "maybe", "似乎", "café", "?")  # fmt: skip
+    return ["".join(rng.choice(atoms) for _ in range(rng.randint(1, 8))) for _ in range(n)]
+
+
+def test_validator_and_clean_shortcuts_agree_with_the_plain_code():
+    sources_choices = (("A red fox in the snow.",), ("一只狐狸 on a sign: Merry Christmas",),
+                       ("a cafe", "猫 and ..."))  # fmt: skip
+    texts = _random_texts(seed=3, n=4000)
+    for i, text in enumerate(texts):
+        for language in ("en", "zh"):
+            assert clean(text, language) == _plain_clean(text, language), text
+            sources = sources_choices[i % len(sources_choices)]
+            check = v.FieldCheck("op", 0, "request", language, "short", text, sources)
+            assert v.wrong_language(check) == _plain_wrong_language(check), (text, sources)
+            assert v.placeholder(check) == _plain_placeholder(check), (text, sources)

@@ -33,9 +33,11 @@ import orjson
 from ops.protocol import LLMRequest, LLMResponse
 
 CACHE_FILE = "responses.sqlite"
-_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS responses (key BLOB PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID"
-)
+# A rowid table (the key's index beside it), not WITHOUT ROWID: a ~1.5 KB answer is over a
+# twentieth of a page, where SQLite advises against WITHOUT ROWID. Measured here (groups of 20):
+# 18 µs CPU per insert and half the file, against 53 µs. Older cache files keep their table:
+# the statements are the same for both.
+_SCHEMA = "CREATE TABLE IF NOT EXISTS responses (key BLOB PRIMARY KEY, value BLOB NOT NULL)"
 
 
 def request_key(backend: str, model: str, request: LLMRequest) -> bytes:
