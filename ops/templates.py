@@ -49,6 +49,7 @@ def make_environment(loader: BaseLoader | None = None) -> ImmutableSandboxedEnvi
         undefined=StrictUndefined,
         autoescape=False,  # prompts are plain text; escaping would change what the model reads
         keep_trailing_newline=False,
+        auto_reload=False,  # templates are read once per process: no stat() at every render
         trim_blocks=False,
     )
 
