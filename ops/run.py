@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -162,64 +163,69 @@ async def run_op(
     if not eligible:
         raise ValueError(f"operation {op_name!r} has no result in language {language!r}")
 
-    base = params or GenerationParams(max_tokens=spec.max_tokens)
-    base = replace(base, seed=rng.getrandbits(31))
-    request = spec.render(model, rng, base)
-    prompt_tokens = completion_tokens = 0
-    failures: list[str] = []
-    reason, raw = LLM_ERROR, ""
-    for attempt in range(max_attempts):
-        sent = replace(request, params=replace(base, attempt=attempt))
-        try:
-            response = await backend.complete(sent)
-        except Exception as err:  # the engine has already retried what is retryable
-            failures.append(f"attempt {attempt + 1}: {LLM_ERROR} {type(err).__name__}: {err}")
-            reason = LLM_ERROR
-            break
-        prompt_tokens += response.prompt_tokens
-        completion_tokens += response.completion_tokens
-        raw = response.text
-        if response.finish_reason != "stop":
-            reason = _FINISH_REASONS.get(response.finish_reason, LLM_ERROR)
-            failures.append(
-                f"attempt {attempt + 1}: {reason} finish_reason={response.finish_reason}"
+    # An engine admits a bounded number of operations at a time; the rest wait here, before
+    # rendering, so a caller that gathers a million operations holds a million coroutines,
+    # not a million rendered prompts.
+    admission = getattr(backend, "admission", None)
+    async with admission if admission is not None else nullcontext():
+        base = params or GenerationParams(max_tokens=spec.max_tokens)
+        base = replace(base, seed=rng.getrandbits(31))
+        request = spec.render(model, rng, base)
+        prompt_tokens = completion_tokens = 0
+        failures: list[str] = []
+        reason, raw = LLM_ERROR, ""
+        for attempt in range(max_attempts):
+            sent = replace(request, params=replace(base, attempt=attempt))
+            try:
+                response = await backend.complete(sent)
+            except Exception as err:  # the engine has already retried what is retryable
+                failures.append(f"attempt {attempt + 1}: {LLM_ERROR} {type(err).__name__}: {err}")
+                reason = LLM_ERROR
+                break
+            prompt_tokens += response.prompt_tokens
+            completion_tokens += response.completion_tokens
+            raw = response.text
+            if response.finish_reason != "stop":
+                reason = _FINISH_REASONS.get(response.finish_reason, LLM_ERROR)
+                failures.append(
+                    f"attempt {attempt + 1}: {reason} finish_reason={response.finish_reason}"
+                )
+                continue
+            try:
+                output = spec.parse(response.text, model)
+            except ParseRejection as rejection:
+                reason = rejection.reason
+                failures.append(f"attempt {attempt + 1}: {reason} {rejection.detail}")
+                continue
+            chosen = rng.choice(eligible)
+            width = len(spec.fields)
+            results = tuple(
+                text
+                for item in output.results
+                for text in (
+                    [item.question, item.answer, item.request]
+                    if isinstance(item, QAResult)
+                    else [item.text]
+                )
             )
-            continue
-        try:
-            output = spec.parse(response.text, model)
-        except ParseRejection as rejection:
-            reason = rejection.reason
-            failures.append(f"attempt {attempt + 1}: {reason} {rejection.detail}")
-            continue
-        chosen = rng.choice(eligible)
-        width = len(spec.fields)
-        results = tuple(
-            text
-            for item in output.results
-            for text in (
-                [item.question, item.answer, item.request]
-                if isinstance(item, QAResult)
-                else [item.text]
+            call = LLMCall(
+                operation=op_name,
+                template_version=spec.template_version,
+                backend=backend_name(backend),
+                model=response.model,
+                language=languages[chosen],
+                prompt=prompt_text(sent),
+                response=response.text,
+                results=results,
+                chosen=chosen * width + width - 1,
+                prompt_tokens=response.prompt_tokens,
+                completion_tokens=response.completion_tokens,
             )
-        )
-        call = LLMCall(
-            operation=op_name,
-            template_version=spec.template_version,
-            backend=backend_name(backend),
-            model=response.model,
-            language=languages[chosen],
-            prompt=prompt_text(sent),
-            response=response.text,
-            results=results,
-            chosen=chosen * width + width - 1,
-            prompt_tokens=response.prompt_tokens,
-            completion_tokens=response.completion_tokens,
-        )
+            return OpResult(
+                op_name, model.model_dump(), attempt + 1, prompt_tokens, completion_tokens,
+                output=output, chosen=chosen, call=call,
+            )  # fmt: skip
         return OpResult(
-            op_name, model.model_dump(), attempt + 1, prompt_tokens, completion_tokens,
-            output=output, chosen=chosen, call=call,
+            op_name, model.model_dump(), len(failures), prompt_tokens, completion_tokens,
+            reason=reason, detail="; ".join(failures), raw_response=raw,
         )  # fmt: skip
-    return OpResult(
-        op_name, model.model_dump(), len(failures), prompt_tokens, completion_tokens,
-        reason=reason, detail="; ".join(failures), raw_response=raw,
-    )  # fmt: skip

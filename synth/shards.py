@@ -118,6 +118,35 @@ def manifest_path(out_dir: Path, part: int) -> Path:
     return out_dir / f"manifest-{part:05d}.json"
 
 
+# Leaves whose values are mostly unique (free text, ids, image bytes). Dictionary encoding them
+# is wasted work: the writer fills a dictionary of every value until it overflows, then falls
+# back to plain; measured on bench samples, ~10 MB of peak memory for 1,000 rows.
+_FREE_TEXT_LEAVES = frozenset({"sample_id", "text", "source_row", "caption", "bytes", "path",
+                               "prompt", "response", "results", "parent_id", "detail",
+                               "payload", "raw_response", "seed"})  # fmt: skip
+
+
+def dictionary_columns(schema: pa.Schema) -> list[str]:
+    """The Parquet column paths of ``schema`` worth dictionary-encoding: every leaf but the
+    free-text ones (task, role, operation, model, language and the like repeat)."""
+
+    def leaves(name: str, path: str, type_: pa.DataType) -> list[tuple[str, str]]:
+        if pa.types.is_list(type_):
+            return leaves(name, f"{path}.list.element", type_.value_type)
+        if pa.types.is_struct(type_):
+            return [
+                leaf for f in type_.fields for leaf in leaves(f.name, f"{path}.{f.name}", f.type)
+            ]
+        return [(name, path)]
+
+    return [
+        path
+        for f in schema
+        for name, path in leaves(f.name, f.name, f.type)
+        if name not in _FREE_TEXT_LEAVES
+    ]
+
+
 class _RotatingFile:
     """One Parquet file at a time, written under a hidden name and renamed when committed."""
 
@@ -154,7 +183,12 @@ class _RotatingFile:
             return
         if self._writer is None:
             self._tmp = self.out_dir / f"{_TMP_PREFIX}{self.prefix}-{self.part:05d}-open.parquet"
-            self._writer = pq.ParquetWriter(self._tmp, self.schema, compression="zstd")
+            self._writer = pq.ParquetWriter(
+                self._tmp,
+                self.schema,
+                compression="zstd",
+                use_dictionary=dictionary_columns(self.schema),
+            )
         self._writer.write_batch(record_batch(self._buffer, self.schema))
         self._buffer = []
         self._buffer_bytes = 0

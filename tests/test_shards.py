@@ -48,6 +48,14 @@ def test_python_to_parquet_to_datasets_and_back_is_byte_identical(tmp_path):
         "train-00000-00002.parquet",
     ]
     assert pq.ParquetFile(sample_files(tmp_path)[0]).metadata.num_row_groups == 3
+    group = pq.ParquetFile(sample_files(tmp_path)[0]).metadata.row_group(0)
+    encodings = {
+        group.column(i).path_in_schema: group.column(i).encodings for i in range(group.num_columns)
+    }
+    assert "RLE_DICTIONARY" in encodings["task"]  # repeats: worth a dictionary
+    assert "RLE_DICTIONARY" in encodings["turns.list.element.role"]
+    assert "RLE_DICTIONARY" not in encodings["provenance.llm_calls.list.element.prompt"]
+    assert "RLE_DICTIONARY" not in encodings["images.list.element.image.bytes"]
 
     ds = datasets.load_dataset("parquet", data_dir=str(tmp_path), split="train")
     assert len(ds) == 25  # the rejects files are not part of the samples split

@@ -93,6 +93,9 @@ class Engine:
         if backend_limit is not None:
             limit = min(limit, backend_limit)
         self.limiter = AdaptiveLimiter(limit)
+        # Operations between render and result (``ops.run.run_op``): twice the requests in
+        # flight, so the next prompts are rendered while the slots are busy.
+        self.admission = asyncio.Semaphore(2 * limit)
         self._rpm = TokenBucket(config.rpm) if config.rpm else None
         self._tpm = TokenBucket(config.tpm) if config.tpm else None
         self._cache = ResponseCache(config.cache_dir) if config.cache_dir is not None else None
