@@ -96,6 +96,6 @@ def test_sigkill_in_each_stage_then_rerun_matches_an_uninterrupted_run(
         assert sample_ids(out) == sample_ids(ref)
         assert shard_bytes(out) == shard_bytes(ref)
         assert read_manifest(out).complete
-    # The response cache commits within ~20 ms of an answer (ops/engine/cache.py): an answer
+    # The response cache commits within ~100 ms of an answer (ops/engine/cache.py): an answer
     # the killed run received was never paid for again.
     assert not paid_twice, f"answered requests sent again after SIGKILL, per stage: {paid_twice}"
