@@ -19,11 +19,11 @@ from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from ops.parse import ParseRejection
 from ops.protocol import GenerationParams, LLMRequest, LLMResponse
-from ops.registry import OPS, Output, QAResult, TextResult
+from ops.registry import OPS, OpSpec, Output, QAResult, TextResult
 from ops.validate import Language
 
 if TYPE_CHECKING:  # synth.contract pulls in pyarrow; keep `import ops` light
@@ -143,8 +143,6 @@ async def run_op(
 
     ``language`` restricts the chosen result to that language (a dialogue keeps one language).
     """
-    from synth.contract import LLMCall
-
     if op_name not in OPS:
         raise ValueError(f"unknown operation {op_name!r}; operations: {sorted(OPS)}")
     if max_attempts < 1:
@@ -168,64 +166,84 @@ async def run_op(
     # not a million rendered prompts.
     admission = getattr(backend, "admission", None)
     async with admission if admission is not None else nullcontext():
-        base = params or GenerationParams(max_tokens=spec.max_tokens)
-        base = replace(base, seed=rng.getrandbits(31))
-        request = spec.render(model, rng, base)
-        prompt_tokens = completion_tokens = 0
-        failures: list[str] = []
-        reason, raw = LLM_ERROR, ""
-        for attempt in range(max_attempts):
-            sent = replace(request, params=replace(base, attempt=attempt))
-            try:
-                response = await backend.complete(sent)
-            except Exception as err:  # the engine has already retried what is retryable
-                failures.append(f"attempt {attempt + 1}: {LLM_ERROR} {type(err).__name__}: {err}")
-                reason = LLM_ERROR
-                break
-            prompt_tokens += response.prompt_tokens
-            completion_tokens += response.completion_tokens
-            raw = response.text
-            if response.finish_reason != "stop":
-                reason = _FINISH_REASONS.get(response.finish_reason, LLM_ERROR)
-                failures.append(
-                    f"attempt {attempt + 1}: {reason} finish_reason={response.finish_reason}"
-                )
-                continue
-            try:
-                output = spec.parse(response.text, model)
-            except ParseRejection as rejection:
-                reason = rejection.reason
-                failures.append(f"attempt {attempt + 1}: {reason} {rejection.detail}")
-                continue
-            chosen = rng.choice(eligible)
-            width = len(spec.fields)
-            results = tuple(
-                text
-                for item in output.results
-                for text in (
-                    [item.question, item.answer, item.request]
-                    if isinstance(item, QAResult)
-                    else [item.text]
-                )
+        return await _attempts(
+            backend, spec, model, rng, languages, eligible, max_attempts=max_attempts, params=params
+        )
+
+
+async def _attempts(
+    backend: Completer,
+    spec: OpSpec,
+    model: BaseModel,
+    rng: random.Random,
+    languages: tuple[Language, ...],
+    eligible: list[int],
+    *,
+    max_attempts: int,
+    params: GenerationParams | None,
+) -> OpResult:
+    """Render the request, then ask up to ``max_attempts`` times for an answer that parses."""
+    from synth.contract import LLMCall
+
+    op_name = spec.name
+    base = params or GenerationParams(max_tokens=spec.max_tokens)
+    base = replace(base, seed=rng.getrandbits(31))
+    request = spec.render(model, rng, base)
+    prompt_tokens = completion_tokens = 0
+    failures: list[str] = []
+    reason, raw = LLM_ERROR, ""
+    for attempt in range(max_attempts):
+        sent = replace(request, params=replace(base, attempt=attempt))
+        try:
+            response = await backend.complete(sent)
+        except Exception as err:  # the engine has already retried what is retryable
+            failures.append(f"attempt {attempt + 1}: {LLM_ERROR} {type(err).__name__}: {err}")
+            reason = LLM_ERROR
+            break
+        prompt_tokens += response.prompt_tokens
+        completion_tokens += response.completion_tokens
+        raw = response.text
+        if response.finish_reason != "stop":
+            reason = _FINISH_REASONS.get(response.finish_reason, LLM_ERROR)
+            failures.append(
+                f"attempt {attempt + 1}: {reason} finish_reason={response.finish_reason}"
             )
-            call = LLMCall(
-                operation=op_name,
-                template_version=spec.template_version,
-                backend=backend_name(backend),
-                model=response.model,
-                language=languages[chosen],
-                prompt=prompt_text(sent),
-                response=response.text,
-                results=results,
-                chosen=chosen * width + width - 1,
-                prompt_tokens=response.prompt_tokens,
-                completion_tokens=response.completion_tokens,
+            continue
+        try:
+            output = spec.parse(response.text, model)
+        except ParseRejection as rejection:
+            reason = rejection.reason
+            failures.append(f"attempt {attempt + 1}: {reason} {rejection.detail}")
+            continue
+        chosen = rng.choice(eligible)
+        width = len(spec.fields)
+        results = tuple(
+            text
+            for item in output.results
+            for text in (
+                [item.question, item.answer, item.request]
+                if isinstance(item, QAResult)
+                else [item.text]
             )
-            return OpResult(
-                op_name, model.model_dump(), attempt + 1, prompt_tokens, completion_tokens,
-                output=output, chosen=chosen, call=call,
-            )  # fmt: skip
+        )
+        call = LLMCall(
+            operation=op_name,
+            template_version=spec.template_version,
+            backend=backend_name(backend),
+            model=response.model,
+            language=languages[chosen],
+            prompt=prompt_text(sent),
+            response=response.text,
+            results=results,
+            chosen=chosen * width + width - 1,
+            prompt_tokens=response.prompt_tokens,
+            completion_tokens=response.completion_tokens,
+        )
         return OpResult(
-            op_name, model.model_dump(), len(failures), prompt_tokens, completion_tokens,
-            reason=reason, detail="; ".join(failures), raw_response=raw,
+            op_name, model.model_dump(), attempt + 1, prompt_tokens, completion_tokens,
+            output=output, chosen=chosen, call=call,
         )  # fmt: skip
+    return OpResult(
+        op_name, model.model_dump(), len(failures), prompt_tokens, completion_tokens,
+        reason=reason, detail="; ".join(failures), raw_response=raw,
+    )  # fmt: skip
