@@ -94,7 +94,9 @@ class Engine:
             limit = min(limit, backend_limit)
         self.limiter = AdaptiveLimiter(limit)
         # Operations between render and result (``ops.run.run_op``): twice the requests in
-        # flight, so the next prompts are rendered while the slots are busy.
+        # flight, so the next prompts are rendered while the slots are busy, and operations
+        # waiting out a 429's Retry-After (which keep their admission) do not starve the
+        # slots: with as many as the slots, 5% of 429s cost 1.23x the bare loop's wall at 64.
         self.admission = asyncio.Semaphore(2 * limit)
         self._rpm = TokenBucket(config.rpm) if config.rpm else None
         self._tpm = TokenBucket(config.tpm) if config.tpm else None
