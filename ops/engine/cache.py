@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import threading
-import time
 from pathlib import Path
 
 import orjson
@@ -78,6 +77,7 @@ class ResponseCache:
         self._flushes: list[threading.Event] = []
         self._stopping = False
         self._wake = threading.Event()
+        self._urgent = threading.Event()  # flush() or close() waits: commit without grouping
         self._writer = threading.Thread(target=self._write_loop, name="response-cache", daemon=True)
         self._writer.start()
 
@@ -111,6 +111,7 @@ class ResponseCache:
         done = threading.Event()
         with self._lock:
             self._flushes.append(done)
+        self._urgent.set()
         self._wake.set()
         done.wait()
 
@@ -118,9 +119,11 @@ class ResponseCache:
         db = _connect(self.path)
         while True:
             self._wake.wait()
-            time.sleep(self._group_s)  # let a group form: one transaction for all of it
+            # Let a group form (one transaction for all of it), unless someone waits for it.
+            self._urgent.wait(self._group_s)
             with self._lock:
                 self._wake.clear()
+                self._urgent.clear()
                 rows, self._batch = self._batch, []
                 flushes, self._flushes = self._flushes, []
                 stopping = self._stopping
@@ -146,6 +149,7 @@ class ResponseCache:
         if self._writer.is_alive():
             with self._lock:
                 self._stopping = True
+            self._urgent.set()
             self._wake.set()
             self._writer.join()
         self._db.close()
