@@ -100,9 +100,17 @@ def clean(text: str, language: str) -> str:
             text = _FULLWIDTH_RE.sub(lambda m: _FULLWIDTH[m.group(1)] + " ", text)
             text = " ".join(text.split())
         # Single spaces only by now: seven substring scans cost less than one regex scan.
-        if any(gap in text for gap in _SPACE_BEFORE_PUNCT):
+        if contains_any(text, _SPACE_BEFORE_PUNCT):
             text = _SPACE_BEFORE_PUNCT_RE.sub(r"\1", text).strip()
     return text
+
+
+def contains_any(text: str, needles: tuple[str, ...]) -> bool:
+    """Whether any of ``needles`` occurs in ``text``."""
+    for needle in needles:  # noqa: SIM110 - a plain loop: ~2x faster than any() over a generator
+        if needle in text:
+            return True
+    return False
 
 
 def parse_blocks(text: str, fields: tuple[str, ...], count: int) -> list[list[str]]:

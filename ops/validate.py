@@ -15,6 +15,7 @@ from functools import cache, lru_cache
 from importlib import resources
 from typing import Any, Literal
 
+from ops.parse import contains_any
 from ops.templates import load_yaml
 
 Language = Literal["en", "zh"]
@@ -80,14 +81,9 @@ def may_match(text: str, keys: tuple[str, ...], low: str | None = None) -> bool:
     """False only when no case-insensitive pattern each of whose matches contains one of the
     lower-case ``keys`` can match ``text``: a cheap exact pre-check before a slow regex.
     ``low`` is ``text.lower()`` where the caller has it already."""
-    if not text.isascii() and any(fold in text for fold in _ASCII_FOLDS):
+    if not text.isascii() and contains_any(text, _ASCII_FOLDS):
         return True
-    if low is None:
-        low = text.lower()
-    for key in keys:  # noqa: SIM110 - a plain loop: ~2x faster than any() over a generator
-        if key in low:
-            return True
-    return False
+    return contains_any(text.lower() if low is None else low, keys)
 
 
 @dataclass(slots=True)
@@ -218,9 +214,9 @@ def speculative(c: FieldCheck) -> tuple[str, str] | None:
     )
     if not c.text.isascii():
         found += [w for w in _SPECULATIVE_ZH if w in c.text]
-    bad = [w for w in found if not _in_sources(w, c.sources)]
-    if bad:
-        return SPECULATIVE, f"{c.where()} uses the speculative word {bad[0]!r}"
+    for word in found:  # usually none: no list built for nothing
+        if not _in_sources(word, c.sources):
+            return SPECULATIVE, f"{c.where()} uses the speculative word {word!r}"
     return None
 
 
