@@ -46,8 +46,8 @@ class ShardConfig:
     # A row group closes at whichever comes first. Training streams by row group, strided over
     # ranks and workers, so groups stay small in bytes (a few dozen samples with real images);
     # in rows they may grow, since each Parquet row group costs ~6M instructions of fixed work
-    # (a page, statistics and a compressor per column): ~100 us per sample at 32 rows a group
-    # against ~15 us at 256, for text-heavy samples (bench/bench_ops.py).
+    # (a page, statistics and a compressor per column): ~190k instructions per sample at 32
+    # rows a group against ~25k at 256; writing a bench sample took ~140 us, now ~80 us.
     row_group_rows: int = 256
     row_group_bytes: int = 32 * 1024 * 1024
 
