@@ -18,6 +18,7 @@ import random
 import socket
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -71,7 +72,7 @@ def count_tokens(text: str) -> int:
     return (len(text) + 3) // 4
 
 
-class FakeServer:
+class FakeServer(ABC):
     """Base: subclasses add routes in ``_routes`` and format answers and errors."""
 
     def __init__(
@@ -97,8 +98,9 @@ class FakeServer:
         self.port = 0
 
     # Subclass hooks --------------------------------------------------------------------
+    @abstractmethod
     def _routes(self, app: web.Application) -> None:
-        raise NotImplementedError
+        """Add the API's routes to ``app``."""
 
     @property
     def url(self) -> str:
