@@ -3,17 +3,18 @@
 # on 32k-token packs with compiled FlexAttention and bf16, through the same `torchrun -m train`
 # a user runs. Prints tokens/s, MFU and peak memory (means over the steps after compile warm-up).
 #
-#   bash bench/gpu_train.sh            # STEPS=30 NPROC=1 OUT=/tmp/chatumm-gpu-train by default
+#   bash bench/gpu_train.sh            # STEPS=30 NPROC=1 RUN_DIR=/tmp/chatumm-gpu-train by default
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEPS=${STEPS:-30}
 NPROC=${NPROC:-1}
-OUT=${OUT:-/tmp/chatumm-gpu-train}
+# Not $OUT: a common variable name (the device tool sets it), and this script deletes the folder.
+RUN_DIR=${RUN_DIR:-/tmp/chatumm-gpu-train}
 PY=${PYTHON:-python}
-rm -rf "$OUT" && mkdir -p "$OUT"
+rm -rf "$RUN_DIR" && mkdir -p "$RUN_DIR"
 
 # Stage-c-shaped shards (the contract and ShardWriter, real PNGs) until synth's stages produce data.
-"$PY" - "$OUT/shards" <<'PYEOF'
+"$PY" - "$RUN_DIR/shards" <<'PYEOF'
 import sys
 from pathlib import Path
 from tests.train_fixtures import write_stage_c_shards
@@ -22,9 +23,9 @@ PYEOF
 
 "$PY" -c "import torch; print(torch.__version__, torch.cuda.get_device_name(0))"
 "$PY" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" -m train \
-  --config train/configs/gpu_1b.yaml --data "$OUT/shards" --out "$OUT/run" --max-steps "$STEPS"
+  --config train/configs/gpu_1b.yaml --data "$RUN_DIR/shards" --out "$RUN_DIR/run" --max-steps "$STEPS"
 
-"$PY" - "$OUT/run/metrics.jsonl" "$NPROC" <<'PYEOF'
+"$PY" - "$RUN_DIR/run/metrics.jsonl" "$NPROC" <<'PYEOF'
 import json, statistics, sys
 rows = [json.loads(line) for line in open(sys.argv[1])]
 steady = rows[5:] or rows  # the first steps compile

@@ -79,7 +79,11 @@ def attend(
     if mask.backend == "sdpa":
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.dense_LL, enable_gqa=gqa)
     else:
-        if q.device.type == "cuda":
+        if q.device.type == "cuda" and torch.compiler.is_compiling():
+            # Inside a compiled block Dynamo captures flex_attention itself; tracing through
+            # the cached wrapper below only earns a warning.
+            from torch.nn.attention.flex_attention import flex_attention as flex
+        elif q.device.type == "cuda":
             flex = _compiled_flex()
         else:
             # CPU: the eager (unfused) FlexAttention, used to test the mask against SDPA.
