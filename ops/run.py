@@ -186,14 +186,15 @@ async def _attempts(
     from synth.contract import LLMCall
 
     op_name = spec.name
-    base = params or GenerationParams(max_tokens=spec.max_tokens)
-    base = replace(base, seed=rng.getrandbits(31))
+    base = replace(
+        params or GenerationParams(max_tokens=spec.max_tokens), seed=rng.getrandbits(31), attempt=0
+    )
     request = spec.render(model, rng, base)
     prompt_tokens = completion_tokens = 0
     failures: list[str] = []
     reason, raw = LLM_ERROR, ""
     for attempt in range(max_attempts):
-        sent = replace(request, params=replace(base, attempt=attempt))
+        sent = request if attempt == 0 else replace(request, params=replace(base, attempt=attempt))
         try:
             response = await backend.complete(sent)
         except Exception as err:  # the engine has already retried what is retryable

@@ -12,24 +12,26 @@ from __future__ import annotations
 
 import sys
 from array import array
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from itertools import accumulate
 from typing import Any
 
 import pyarrow as pa
 
 _INT_CODES = {pa.int32(): "i", pa.int64(): "q"}
+_INT32_MAX = 2**31 - 1
 
 
-def _validity(values: Sequence[Any]) -> tuple[pa.Buffer | None, int]:
-    """The LSB-first validity bitmap of ``values`` (None where nothing is null) and its nulls."""
-    nulls = sum(v is None for v in values)
+def _validity(values: Sequence[Any], nulls: int) -> pa.Buffer | None:
+    """The LSB-first validity bitmap of ``values`` (None where nothing is null)."""
     if not nulls:
-        return None, 0
+        return None
     bits = bytearray((len(values) + 7) // 8)
-    for i, v in enumerate(values):
-        if v is not None:
-            bits[i >> 3] |= 1 << (i & 7)
-    return pa.py_buffer(bytes(bits)), nulls
+    if nulls < len(values):
+        for i, v in enumerate(values):
+            if v is not None:
+                bits[i >> 3] |= 1 << (i & 7)
+    return pa.py_buffer(bytes(bits))
 
 
 def _le(arr: array[Any]) -> pa.Buffer:
@@ -38,45 +40,60 @@ def _le(arr: array[Any]) -> pa.Buffer:
     return pa.py_buffer(arr.tobytes())
 
 
-def _offsets(lengths: Sequence[int]) -> pa.Buffer:
-    out = array("i", [0]) * (len(lengths) + 1)
-    total = 0
-    for i, n in enumerate(lengths, 1):
-        total += n
-        out[i] = total
-    if total > 2**31 - 1:
+def _offsets(lengths: Iterable[int], total: int) -> pa.Buffer:
+    if total > _INT32_MAX:
         raise OverflowError(f"{total} bytes or items exceed one Arrow array's int32 offsets")
-    return _le(out)
+    return _le(array("i", accumulate(lengths, initial=0)))
+
+
+def _joined(items: list[Any], type_: pa.DataType) -> tuple[bytes, Iterable[int]]:
+    """The values' bytes end to end and each value's length in bytes.
+
+    Joining checks the value types in C: ``"".join`` takes only str and ``b"".join`` only
+    bytes-like values. ASCII text is one byte a character, so a string column, which is mostly
+    ASCII, is encoded once rather than value by value."""
+    try:
+        if pa.types.is_binary(type_):
+            return b"".join(items), map(len, items)
+        text = "".join(items)
+    except TypeError:
+        want = (bytes, bytearray, memoryview) if pa.types.is_binary(type_) else (str,)
+        got = next(type(v).__name__ for v in items if not isinstance(v, want))
+        raise TypeError(f"expected {want[0].__name__} for a {type_} column, got {got}") from None
+    data = text.encode()
+    if len(data) == len(text):
+        return data, map(len, items)
+    return data, [len(v.encode()) for v in items]
 
 
 def build_array(values: Sequence[Any], type_: pa.DataType) -> pa.Array:
     """An Arrow array of ``type_`` holding ``values`` (None is null)."""
-    validity, nulls = _validity(values)
+    if not isinstance(values, list):
+        values = list(values)
     n = len(values)
+    nulls = values.count(None)  # list.count compares in C, None by identity first
+    validity = _validity(values, nulls)
     if type_ in _INT_CODES:
-        data = array(_INT_CODES[type_], (0 if v is None else v for v in values))
+        items = values if not nulls else [0 if v is None else v for v in values]
+        data = array(_INT_CODES[type_], items)
         return pa.Array.from_buffers(type_, n, [validity, _le(data)], null_count=nulls)
     if pa.types.is_string(type_) or pa.types.is_binary(type_):
-        encoded = [b"" if v is None else v if isinstance(v, bytes) else v.encode() for v in values]
-        if pa.types.is_binary(type_) and any(isinstance(v, str) for v in values):
-            raise TypeError(f"expected bytes for a {type_} column, got str")
-        if pa.types.is_string(type_) and any(isinstance(v, bytes) for v in values):
-            raise TypeError(f"expected str for a {type_} column, got bytes")
-        offsets = _offsets([len(b) for b in encoded])
-        buffers = [validity, offsets, pa.py_buffer(b"".join(encoded))]
+        empty = b"" if pa.types.is_binary(type_) else ""
+        items = values if not nulls else [empty if v is None else v for v in values]
+        data, lengths = _joined(items, type_)
+        buffers = [validity, _offsets(lengths, len(data)), pa.py_buffer(data)]
         return pa.Array.from_buffers(type_, n, buffers, null_count=nulls)
     if pa.types.is_list(type_):
-        items = [() if v is None else v for v in values]
-        child = build_array([x for v in items for x in v], type_.value_type)
-        offsets = _offsets([len(v) for v in items])
+        items = values if not nulls else [() if v is None else v for v in values]
+        flat = [x for v in items for x in v]
+        child = build_array(flat, type_.value_type)
+        offsets = _offsets(map(len, items), len(flat))
         return pa.Array.from_buffers(
             type_, n, [validity, offsets], null_count=nulls, children=[child]
         )
     if pa.types.is_struct(type_):
-        children = [
-            build_array([None if v is None else v.get(f.name) for v in values], f.type)
-            for f in type_.fields
-        ]
+        present = values if not nulls else [{} if v is None else v for v in values]
+        children = [build_array([v.get(f.name) for v in present], f.type) for f in type_.fields]
         return pa.Array.from_buffers(type_, n, [validity], null_count=nulls, children=children)
     raise TypeError(f"no buffer layout for Arrow type {type_}; add one to synth/arrow_rows.py")
 
