@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from synth.hub_plan import PlannedFile, PushPlan
-from synth.shards import ShardConfig
+from synth.shards import ShardConfig, parquet_writer
 
 
 class PushError(RuntimeError):
@@ -95,6 +95,7 @@ class _Stager:
         pf = pq.ParquetFile(source)
         schema = pf.schema_arrow
         writers: dict[str, pq.ParquetWriter] = {}
+        shard_cfg = ShardConfig()
         try:
             for group in range(pf.num_row_groups):
                 table = pf.read_row_group(group)
@@ -108,11 +109,9 @@ class _Stager:
                     if part.split_key not in writers:
                         target = self.root / part.path_in_repo
                         target.parent.mkdir(parents=True, exist_ok=True)
-                        writers[part.split_key] = pq.ParquetWriter(
-                            target, schema, compression="zstd"
-                        )
+                        writers[part.split_key] = parquet_writer(target, schema, shard_cfg)
                     writers[part.split_key].write_table(
-                        rows, row_group_size=ShardConfig().row_group_rows
+                        rows, row_group_size=shard_cfg.row_group_rows
                     )
         finally:
             for writer in writers.values():
