@@ -44,7 +44,7 @@ def prompts_dir() -> str:
 
 
 def make_environment(loader: BaseLoader | None = None) -> ImmutableSandboxedEnvironment:
-    return ImmutableSandboxedEnvironment(
+    env = ImmutableSandboxedEnvironment(
         loader=loader or FileSystemLoader(prompts_dir()),
         undefined=StrictUndefined,
         autoescape=False,  # prompts are plain text; escaping would change what the model reads
@@ -52,6 +52,12 @@ def make_environment(loader: BaseLoader | None = None) -> ImmutableSandboxedEnvi
         auto_reload=False,  # templates are read once per process: no stat() at every render
         trim_blocks=False,
     )
+    # No globals (Jinja's range, dict, lipsum, cycler, joiner, namespace): a prompt sees its
+    # declared inputs and its partials, nothing else. It also makes each `{% from ... import %}`
+    # cheap: Jinja compares the render's global names against the partial's, in Python, at
+    # every render (~a fifth of rendering caption2query with the six default globals).
+    env.globals.clear()
+    return env
 
 
 # libyaml's loader where PyYAML was built with it: the same values, ~10x faster to load.
