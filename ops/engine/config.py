@@ -25,6 +25,9 @@ DEFAULT_PRICES: dict[str, tuple[float, float]] = {
     "smollm2-135m": (0.0, 0.0),
 }
 
+# A network backend's answers go back to the operations in batches, this far apart at most.
+DEFAULT_COALESCE_S = 0.02
+
 _DEFAULT_MODEL: dict[str, str] = {
     "template": "template-v1",
     "local": "smollm2-135m",
@@ -59,11 +62,20 @@ class EngineConfig(BaseModel):
     timeout_s: float = Field(default=120.0, gt=0)
     cache_dir: Path | None = None
     prices: dict[str, tuple[float, float]] = {}
+    coalesce_s: float | None = Field(
+        default=None,
+        ge=0,
+        description="hand answers back to the operations in batches, every this many seconds "
+        "(ops.engine.engine explains why); None: 0.02 for the network backends, 0 for template",
+    )
 
     @model_validator(mode="after")
-    def _fill_model(self) -> EngineConfig:
+    def _fill_defaults(self) -> EngineConfig:
         if not self.model:
             object.__setattr__(self, "model", _DEFAULT_MODEL[self.backend])
+        if self.coalesce_s is None:
+            coalesce = 0.0 if self.backend == "template" else DEFAULT_COALESCE_S
+            object.__setattr__(self, "coalesce_s", coalesce)
         return self
 
     @property
