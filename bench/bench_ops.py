@@ -258,7 +258,12 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--concurrency", type=int, nargs="*", default=[64, 256])
     ap.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
-    ap.add_argument("--repeat", type=int, default=1, help="runs per cell; the fastest is reported")
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs per cell (start-up too); the fastest is reported",
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "bench_ops.json")
     ap.add_argument("--child", choices=["engine", "bare"])
     ap.add_argument("--url", default="")
@@ -290,7 +295,10 @@ def main() -> None:
                     rows.append({"mode": mode, "share_429": share, "concurrency": conc, **best})
                     print(_line(rows[-1], args.n), flush=True)
             if share == 0.0:
-                startup = run_child("engine", url, 10, 64, args.loop)
+                startup = min(
+                    (run_child("engine", url, 10, 64, args.loop) for _ in range(args.repeat)),
+                    key=lambda r: r["exec_to_exit_s"],
+                )
                 rows.append({"mode": "startup-10", "share_429": 0.0, "concurrency": 64, **startup})
                 print(
                     f"start-up, 10-operation run, exec to exit: {startup['exec_to_exit_s']:.2f} s"
