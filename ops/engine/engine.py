@@ -18,10 +18,10 @@ an answer waits for the end of the current batch window, then all answers of the
 their operations back to back. Handed back one by one as they arrive (~300 a second at
 concurrency 64 against a 200 ms server), each answer wakes rendering, parsing, validation and
 shard code that the idle time between answers has pushed out of the CPU caches; in batches that
-code runs hot. Measured here (bench/bench_ops.py's workload, same minutes, same machine): CPU per
-operation 1.23-1.52 -> 1.00-1.15 ms at concurrency 64 and 1.33-1.40 -> 1.03-1.20 ms at 256, and
-wall time no longer, for at most 20 ms more latency per request (1-10% of an LLM call). Cache
-hits and the template backend do not wait.
+code runs hot. Measured here (bench/bench_ops.py's workload, runs interleaved in the same
+minutes): CPU per operation 1.23-1.52 -> 1.00-1.22 ms at concurrency 64 (wall time no longer);
+at 256, wall 2.8-3.3 -> 2.4-2.7 s and CPU 1.10-1.40 -> 1.02-1.24 ms. The price is at most 20 ms
+more latency per request (1-10% of an LLM call). Cache hits and the template backend do not wait.
 
 A completion cut off by length or a content filter is returned as it is, not retried here and
 never cached: the operation counts it as a rejection and asks again with a new ``attempt``
