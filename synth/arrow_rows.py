@@ -74,20 +74,20 @@ def build_array(values: Sequence[Any], type_: pa.DataType) -> pa.Array:
     nulls = values.count(None)  # list.count compares in C, None by identity first
     validity = _validity(values, nulls)
     if type_ in _INT_CODES:
-        items = values if not nulls else [0 if v is None else v for v in values]
-        data = array(_INT_CODES[type_], items)
-        return pa.Array.from_buffers(type_, n, [validity, _le(data)], null_count=nulls)
+        ints = values if not nulls else [0 if v is None else v for v in values]
+        numbers = array(_INT_CODES[type_], ints)
+        return pa.Array.from_buffers(type_, n, [validity, _le(numbers)], null_count=nulls)
     if pa.types.is_string(type_) or pa.types.is_binary(type_):
         empty = b"" if pa.types.is_binary(type_) else ""
-        items = values if not nulls else [empty if v is None else v for v in values]
-        data, lengths = _joined(items, type_)
+        texts = values if not nulls else [empty if v is None else v for v in values]
+        data, lengths = _joined(texts, type_)
         buffers = [validity, _offsets(lengths, len(data)), pa.py_buffer(data)]
         return pa.Array.from_buffers(type_, n, buffers, null_count=nulls)
     if pa.types.is_list(type_):
-        items = values if not nulls else [() if v is None else v for v in values]
-        flat = [x for v in items for x in v]
+        lists = values if not nulls else [() if v is None else v for v in values]
+        flat = [x for v in lists for x in v]
         child = build_array(flat, type_.value_type)
-        offsets = _offsets(map(len, items), len(flat))
+        offsets = _offsets(map(len, lists), len(flat))
         return pa.Array.from_buffers(
             type_, n, [validity, offsets], null_count=nulls, children=[child]
         )
