@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import orjson
@@ -75,7 +76,17 @@ def _insert(db: sqlite3.Connection, rows: list[tuple[bytes, bytes]]) -> None:
 def _connect(path: Path) -> sqlite3.Connection:
     # isolation_level=None: autocommit unless we BEGIN; check_same_thread off for close().
     db = sqlite3.connect(path, timeout=60.0, isolation_level=None, check_same_thread=False)
-    db.execute("PRAGMA journal_mode=WAL")
+    # Switching a new file to WAL can fail with "database is locked" at once, without the busy
+    # timeout, while another process (a second --shard-index rank) does the same: retry it.
+    deadline = time.monotonic() + 60.0
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
     db.execute("PRAGMA synchronous=NORMAL")
     return db
 
