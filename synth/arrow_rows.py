@@ -50,8 +50,9 @@ def _joined(items: list[Any], type_: pa.DataType) -> tuple[bytes, Iterable[int]]
     """The values' bytes end to end and each value's length in bytes.
 
     Joining checks the value types in C: ``"".join`` takes only str and ``b"".join`` only
-    bytes-like values. ASCII text is one byte a character, so a string column, which is mostly
-    ASCII, is encoded once rather than value by value."""
+    bytes-like values. ASCII text is one byte a character, so an ASCII column is encoded in one
+    call; other text is encoded value by value, once (a 256-row batch of bench samples:
+    22.2M -> 11.2M instructions, against encoding the joined text and then each value)."""
     try:
         if pa.types.is_binary(type_):
             return b"".join(items), map(len, items)
@@ -60,10 +61,10 @@ def _joined(items: list[Any], type_: pa.DataType) -> tuple[bytes, Iterable[int]]
         want = (bytes, bytearray, memoryview) if pa.types.is_binary(type_) else (str,)
         got = next(type(v).__name__ for v in items if not isinstance(v, want))
         raise TypeError(f"expected {want[0].__name__} for a {type_} column, got {got}") from None
-    data = text.encode()
-    if len(data) == len(text):
-        return data, map(len, items)
-    return data, [len(v.encode()) for v in items]
+    if text.isascii():
+        return text.encode(), map(len, items)
+    encoded = [v.encode() for v in items]
+    return b"".join(encoded), map(len, encoded)
 
 
 def build_array(values: Sequence[Any], type_: pa.DataType) -> pa.Array:
