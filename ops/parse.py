@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from functools import lru_cache
 
 # Reason codes. A rejection's reason is one of these; its detail says what exactly was wrong.
 PARSE_WRONG_COUNT = "parse:wrong-count"
@@ -32,7 +33,6 @@ _FENCE_RE = re.compile(r"```[A-Za-z0-9_-]*")
 _BLOCK_RE = re.compile(r"<Result>(.*?)</Result>", re.DOTALL)
 _FIELD_RE = re.compile(r"<(User|Assistant)>(.*?)</\1>", re.DOTALL)
 _STRAY_RE = re.compile(r"</?(Result|User|Assistant)>")
-_CANONICAL_TAGS = tuple(f"<{slash}{tag}>" for tag in TAGS for slash in ("", "/"))
 _CJK_CHAR = r"[\u3000-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uff00-\uffef]"
 # Full-width punctuation typed into English text, unless it follows CJK text quoted from a caption.
 _FULLWIDTH = {
@@ -119,17 +119,14 @@ def parse_blocks(text: str, fields: tuple[str, ...], count: int) -> list[list[st
     ``fields`` is the tag sequence each block must hold, e.g. ``("User",)`` or
     ``("User", "Assistant", "User")``; text between fields inside a block is ignored.
     """
-    normalized = _FENCE_RE.sub("", text) if "```" in text else text
-    tags_found = _count_canonical(normalized)
-    # Every "<" starting a canonical tag and no full-width bracket: nothing to canonicalise.
-    if "＜" in normalized or normalized.count("<") != tags_found:
-        normalized = _canonical_tags(normalized)
-        tags_found = _count_canonical(normalized)
-    if tags_found == count * (2 + 2 * len(fields)):
+    # One-character needles: searching a CJK (two bytes a character) answer for a longer ASCII
+    # needle first widens the needle to two bytes a character, in a new buffer, each time.
+    normalized = _FENCE_RE.sub("", text) if "`" in text else text
+    if "＜" not in normalized:
         blocks = _exact_blocks(normalized, fields, count)
         if blocks is not None:
             return blocks
-    return _scan_blocks(normalized, fields, count)
+    return _scan_blocks(_canonical_tags(normalized), fields, count)
 
 
 def _scan_blocks(normalized: str, fields: tuple[str, ...], count: int) -> list[list[str]]:
@@ -161,38 +158,28 @@ def _scan_blocks(normalized: str, fields: tuple[str, ...], count: int) -> list[l
     return blocks
 
 
+@lru_cache(maxsize=32)
+def _block_layout(fields: tuple[str, ...], count: int) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """What follows each ``<`` of a well-formed answer, in order, and for each field of a block
+    where its value starts: (position in the block, length of the tag name and ``>``)."""
+    tags = ("Result>", *(t for tag in fields for t in (f"{tag}>", f"/{tag}>")), "/Result>")
+    return tags * count, tuple(len(tag) + 1 for tag in fields)
+
+
 def _exact_blocks(text: str, fields: tuple[str, ...], count: int) -> list[list[str]] | None:
-    """The blocks of an answer whose canonical tags, which the caller counted to be exactly
-    those of ``count`` blocks of ``fields``, come in that order; None when they do not.
+    """The blocks of an answer in which every ``<`` opens the next tag of ``count`` blocks of
+    ``fields``, in order; None for any other answer (the regex path decides those).
 
-    Substring search instead of the regular expressions: each expected tag is found after the
-    one before it, and as there are no more tags than expected, no other tag lies anywhere,
-    so the values are what the regex path would return, at a third of its cost."""
-    blocks = []
-    pos = 0
-    for _ in range(count):
-        pos = text.find("<Result>", pos)
-        if pos < 0:
-            return None
-        pos += len("<Result>")
-        values = []
-        for tag in fields:
-            start = text.find(f"<{tag}>", pos)
-            if start < 0:
-                return None
-            start += len(tag) + 2
-            pos = text.find(f"</{tag}>", start)
-            if pos < 0:
-                return None
-            values.append(text[start:pos])
-            pos += len(tag) + 3
-        pos = text.find("</Result>", pos)
-        if pos < 0:
-            return None
-        blocks.append(values)
-    return blocks
-
-
-def _count_canonical(text: str) -> int:
-    """How many canonical tags (``<Result>``, ``</User>``, ...) ``text`` holds."""
-    return sum(text.count(tag) for tag in _CANONICAL_TAGS)
+    One split and a comparison done in C instead of the regular expressions: when every ``<``
+    starts an expected tag, a field's value is what lies between its tag and the next ``<``,
+    which is what the regex path returns, at a fraction of its cost."""
+    expected, value_starts = _block_layout(fields, count)
+    chunks = text.split("<")
+    del chunks[0]  # whatever precedes the first tag
+    if len(chunks) != len(expected) or not all(map(str.startswith, chunks, expected)):
+        return None
+    width = 2 + 2 * len(fields)
+    return [
+        [chunks[b + 1 + 2 * j][start:] for j, start in enumerate(value_starts)]
+        for b in range(0, len(chunks), width)
+    ]

@@ -160,8 +160,8 @@ def _damaged_answers(seed: int, n: int) -> list[tuple[str, tuple[str, ...], int]
     return out
 
 
-def test_the_substring_fast_path_agrees_with_the_regex_path():
-    from ops.parse import _count_canonical, _exact_blocks, _scan_blocks
+def test_the_split_fast_path_agrees_with_the_regex_path():
+    from ops.parse import _exact_blocks, _scan_blocks
 
     answered = 0
     for text, fields, count in _damaged_answers(seed=7, n=3000):
@@ -169,14 +169,15 @@ def test_the_substring_fast_path_agrees_with_the_regex_path():
             expected: list[list[str]] | str = _scan_blocks(text, fields, count)
         except ParseRejection as err:
             expected = err.reason
-        if _count_canonical(text) == count * (2 + 2 * len(fields)):
-            fast = _exact_blocks(text, fields, count)
-            if fast is not None:
-                answered += 1
-                assert fast == expected, text
+        fast = _exact_blocks(text, fields, count)
+        if fast is not None:
+            answered += 1
+            assert fast == expected, text
         try:
             got: list[list[str]] | str = parse_blocks(text, fields, count)
         except ParseRejection as err:
             got = err.reason
         assert got == expected or "```" in text, text
-    assert answered > 1000  # the fast path is taken for most well-formed answers
+    # Taken for most well-formed answers; one with a "<" in a value (a quarter of the values
+    # here) goes the regex way.
+    assert answered > 500
