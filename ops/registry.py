@@ -220,15 +220,24 @@ class OpSpec:
         sources = tuple(x for k, x in values.items() if isinstance(x, str) and k != "language")
         anchors = tuple(values[name] for name in self.anchors)
         exclude = " ".join(values[name] for name in self.exclude)
+        cleaned = [
+            [clean(t, language) for t in raw]
+            for language, raw in zip(languages, blocks, strict=True)
+        ]
+        by_language: dict[str, list[str]] = {}
+        for language, texts in zip(languages, cleaned, strict=True):
+            by_language.setdefault(language, []).extend(texts)
+        validators = {lang: v.needed(self.validators, texts) for lang, texts in by_language.items()}
         items = []
-        for i, (slot, language, raw) in enumerate(zip(self.slots, languages, blocks, strict=True)):
-            texts = [clean(t, language) for t in raw]
+        for i, (slot, language, texts) in enumerate(
+            zip(self.slots, languages, cleaned, strict=True)
+        ):
             for spec, text_ in zip(self.fields, texts, strict=True):
                 check = FieldCheck(
                     self.name, i, spec.role, language, spec.length or slot.length, text_,
                     sources, anchors, exclude,
                 )  # fmt: skip
-                for validator in self.validators:
+                for validator in validators[language]:
                     failure = validator(check)
                     if failure is not None:
                         raise ParseRejection(*failure)

@@ -196,9 +196,13 @@ def _image_bytes(value: Any) -> bytes:
     )
 
 
+# json.dumps with any option builds a new encoder per call; the same settings, built once.
+_ID_ENCODER = json.JSONEncoder(ensure_ascii=False)
+
+
 def make_sample_id(stage: str, seed: int, sources: Sequence[str], salt: str = "") -> str:
     """A stable id from what a sample is made of: its sources (``name:row``), stage and seed."""
-    payload = json.dumps([stage, seed, list(sources), salt], ensure_ascii=False)
+    payload = _ID_ENCODER.encode([stage, seed, list(sources), salt])
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
