@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ops.engine import Engine, EngineConfig
-from ops.engine.limits import AdaptiveLimiter
+from ops.engine.limits import AdaptiveLimiter, Gate
 from ops.protocol import GenerationParams, LLMRequest, LLMResponse, Message
 from tests.fakes._server import FakeRequest, FakeServer, FaultPlan
 from tests.fakes.fake_openai import FakeOpenAI
@@ -173,5 +173,41 @@ def test_sporadic_429s_keep_full_concurrency_but_a_storm_halves_it() -> None:
         for _ in range(32 * 5):
             limiter.on_success()
         assert 36 < limiter.limit < 38  # additive increase: ~1 per round of `limit` successes
+
+    asyncio.run(run())
+
+
+def test_the_admission_gate_is_bounded_fifo_and_survives_cancellation() -> None:
+    async def run() -> None:
+        gate, inside, order = Gate(2), 0, []
+        most = 0
+
+        async def op(i: int, hold: asyncio.Event) -> None:
+            nonlocal inside, most
+            async with gate:
+                inside += 1
+                most = max(most, inside)
+                order.append(i)
+                await hold.wait()
+                inside -= 1
+
+        hold = asyncio.Event()
+        tasks = [asyncio.create_task(op(i, hold)) for i in range(6)]
+        await asyncio.sleep(0.01)
+        assert order == [0, 1]  # two slots; the rest wait in order
+        tasks[2].cancel()  # a waiter gives up: its place is not lost
+        await asyncio.sleep(0.01)
+        hold.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        assert order == [0, 1, 3, 4, 5] and most == 2
+        # A waiter cancelled just as a slot is handed to it gives the slot back.
+        async with gate:
+            async with gate:
+                waiter = asyncio.create_task(op(9, asyncio.Event()))
+                await asyncio.sleep(0)
+            waiter.cancel()  # the slot was handed over in the release above
+        await asyncio.gather(waiter, return_exceptions=True)
+        for _ in range(2):
+            await asyncio.wait_for(gate.__aenter__(), timeout=1.0)  # both slots are free
 
     asyncio.run(run())

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 from ops.engine.cache import ResponseCache, request_key
 from ops.engine.config import EngineConfig
 from ops.engine.errors import RateLimitedError, RequestError, TransientError
-from ops.engine.limits import AdaptiveLimiter, TokenBucket
+from ops.engine.limits import AdaptiveLimiter, Gate, TokenBucket
 from ops.engine.stats import EngineStats, Usage
 from ops.protocol import Backend, LLMRequest, LLMResponse
 
@@ -107,7 +107,7 @@ class Engine:
         # flight, so the next prompts are rendered while the slots are busy, and operations
         # waiting out a 429's Retry-After (which keep their admission) do not starve the
         # slots: with as many as the slots, 5% of 429s cost 1.23x the bare loop's wall at 64.
-        self.admission = asyncio.Semaphore(2 * limit)
+        self.admission = Gate(2 * limit)
         self._rpm = TokenBucket(config.rpm) if config.rpm else None
         self._tpm = TokenBucket(config.tpm) if config.tpm else None
         self._cache = ResponseCache(config.cache_dir) if config.cache_dir is not None else None
