@@ -84,7 +84,7 @@ def _png() -> bytes:
     return buf.getvalue()
 
 
-def _sample(result: Any, i: int, png: bytes) -> Any:
+def _sample(result: Any, i: int, png: bytes, caption: str) -> Any:
     from synth.contract import DialogueSample, ImageRecord, Part, Provenance, Turn, make_sample_id
 
     return DialogueSample(
@@ -95,7 +95,7 @@ def _sample(result: Any, i: int, png: bytes) -> Any:
             Turn(role="user", parts=(Part.of_text(result.text, call=0),)),
             Turn(role="assistant", parts=(Part.of_image(0, "output"),)),
         ),
-        images=(ImageRecord(data=png, source="bench", source_row=str(i), caption=caption(i)),),
+        images=(ImageRecord(data=png, source="bench", source_row=str(i), caption=caption),),
         provenance=Provenance(seed=i, llm_calls=(result.call,)),
     )
 
@@ -120,11 +120,13 @@ async def _engine_run(
     engine = Engine.from_config(config)
     writer = ShardWriter(out_dir / "shards")
     png = _png()
+    captions = [caption(i) for i in range(args.n)]  # the source rows, read before the clock starts
 
     async def one(i: int) -> None:
-        result = await run_op(engine, "caption2query", {"caption": caption(i)}, random.Random(i))
+        inputs = {"caption": captions[i]}
+        result = await run_op(engine, "caption2query", inputs, random.Random(i))
         if result.ok:
-            writer.add(_sample(result, i, png))
+            writer.add(_sample(result, i, png, captions[i]))
         else:
             writer.add_reject(result.to_reject("a", source="bench", source_row=str(i)))
 

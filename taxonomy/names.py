@@ -13,6 +13,7 @@ A name is ``<input>_<output>_<dependency>_<depth>``:
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Literal, cast, get_args
 
 InputModality = Literal["t", "ti"]
@@ -54,6 +55,7 @@ class TaskName:
             )
 
     @classmethod
+    @lru_cache(maxsize=256)  # every sample's invariants parse its task name; names are few
     def parse(cls, name: str) -> TaskName:
         """Parse ``t_i_i1_n`` style names; raises ValueError saying what is wrong."""
         if not isinstance(name, str):
