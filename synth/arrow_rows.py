@@ -13,12 +13,14 @@ from __future__ import annotations
 import sys
 from array import array
 from collections.abc import Iterable, Sequence
-from itertools import accumulate
+from itertools import accumulate, chain, repeat
+from operator import is_not, itemgetter
 from typing import Any
 
 import pyarrow as pa
 
 _INT_CODES = {pa.int32(): "i", pa.int64(): "q"}
+_DIGITS = bytes.maketrans(b"\x00\x01", b"01")
 _INT32_MAX = 2**31 - 1
 
 
@@ -26,12 +28,13 @@ def _validity(values: Sequence[Any], nulls: int) -> pa.Buffer | None:
     """The LSB-first validity bitmap of ``values`` (None where nothing is null)."""
     if not nulls:
         return None
-    bits = bytearray((len(values) + 7) // 8)
-    if nulls < len(values):
-        for i, v in enumerate(values):
-            if v is not None:
-                bits[i >> 3] |= 1 << (i & 7)
-    return pa.py_buffer(bytes(bits))
+    size = (len(values) + 7) // 8
+    if nulls == len(values):
+        return pa.py_buffer(bytes(size))
+    # In C: one byte 0/1 per value, as the digits "0"/"1", read as a base-2 number whose bit i
+    # is value i (hence the reversal); little-endian bytes of it are Arrow's LSB-first bitmap.
+    present = bytes(map(is_not, values, repeat(None)))
+    return pa.py_buffer(int(present.translate(_DIGITS)[::-1], 2).to_bytes(size, "little"))
 
 
 def _le(arr: array[Any]) -> pa.Buffer:
@@ -63,8 +66,20 @@ def _joined(items: list[Any], type_: pa.DataType) -> tuple[bytes, Iterable[int]]
         raise TypeError(f"expected {want[0].__name__} for a {type_} column, got {got}") from None
     if text.isascii():
         return text.encode(), map(len, items)
-    encoded = [v.encode() for v in items]
+    encoded = list(map(str.encode, items))
     return b"".join(encoded), map(len, encoded)
+
+
+def _fields(dicts: list[dict[str, Any]], names: list[str]) -> Iterable[Sequence[Any]]:
+    """For each of ``names``, its value in each of ``dicts`` (None where a dict lacks it)."""
+    if not dicts:
+        return [[] for _ in names]
+    try:  # rows from to_row() have every key: transpose them in C
+        if len(names) == 1:
+            return [list(map(itemgetter(names[0]), dicts))]
+        return zip(*map(itemgetter(*names), dicts), strict=True)
+    except KeyError:
+        return [[d.get(name) for d in dicts] for name in names]
 
 
 def build_array(values: Sequence[Any], type_: pa.DataType) -> pa.Array:
@@ -86,7 +101,7 @@ def build_array(values: Sequence[Any], type_: pa.DataType) -> pa.Array:
         return pa.Array.from_buffers(type_, n, buffers, null_count=nulls)
     if pa.types.is_list(type_):
         lists = values if not nulls else [() if v is None else v for v in values]
-        flat = [x for v in lists for x in v]
+        flat = list(chain.from_iterable(lists))
         child = build_array(flat, type_.value_type)
         offsets = _offsets(map(len, lists), len(flat))
         return pa.Array.from_buffers(
@@ -94,7 +109,10 @@ def build_array(values: Sequence[Any], type_: pa.DataType) -> pa.Array:
         )
     if pa.types.is_struct(type_):
         present = values if not nulls else [{} if v is None else v for v in values]
-        children = [build_array([v.get(f.name) for v in present], f.type) for f in type_.fields]
+        children = [
+            build_array(column, f.type)
+            for f, column in zip(type_.fields, _fields(present, type_.names), strict=True)
+        ]
         return pa.Array.from_buffers(type_, n, [validity], null_count=nulls, children=children)
     raise TypeError(f"no buffer layout for Arrow type {type_}; add one to synth/arrow_rows.py")
 

@@ -75,3 +75,24 @@ def test_writing_rows_does_not_import_pandas():
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_nulls_anywhere_in_arrays_of_any_length_match_pyarrow():
+    import random
+
+    rng = random.Random(0)
+    struct = pa.struct([("x", pa.int32()), ("y", pa.string())])
+    cases = (
+        (pa.string(), [None, "a", "猫", ""]),
+        (pa.binary(), [None, b"\x00", b""]),
+        (pa.int64(), [None, 1, -5]),
+        (struct, [None, {"x": 1, "y": "a"}, {"x": None}, {}]),  # a dict may lack keys
+        (pa.list_(pa.string()), [None, [], ["a", None], ["b"]]),
+    )
+    for n in range(0, 35):  # bitmaps of whole and partial bytes
+        for type_, choices in cases:
+            for _ in range(4):
+                values = [rng.choice(choices) for _ in range(n)]
+                got = build_array(values, type_)
+                got.validate(full=True)
+                assert got.equals(pa.array(values, type_)), (type_, values)
