@@ -108,6 +108,10 @@ class TextResult:
         """The result whose block held ``texts``."""
         return cls(language, length, texts[0])
 
+    @property
+    def texts(self) -> tuple[str]:
+        return (self.text,)
+
 
 @dataclass(frozen=True, slots=True)
 class TextResults:
@@ -126,6 +130,10 @@ class QAResult:
         """The result whose block held ``texts``."""
         question, answer, request = texts
         return cls(language, question, answer, request)
+
+    @property
+    def texts(self) -> tuple[str, str, str]:
+        return self.question, self.answer, self.request
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +169,7 @@ class OpSpec:
     output: type[TextResults] | type[QAResults]
     item: type[TextResult] | type[QAResult]
     fields: tuple[FieldSpec, ...]
+    tags: tuple[str, ...]  # of the fields, in order
     slots: tuple[Slot, ...]
     pool: Pool | None
     validators: tuple[Validator, ...]
@@ -222,7 +231,7 @@ class OpSpec:
         languages = tuple(
             values["language"] if s.language == "input" else s.language for s in self.slots
         )  # as self.languages(), without a second model_dump
-        blocks = parse_blocks(text, tuple(f.tag for f in self.fields), self.results)
+        blocks = parse_blocks(text, self.tags, self.results)
         sources = tuple(x for k, x in values.items() if isinstance(x, str) and k != "language")
         anchors = tuple(values[name] for name in self.anchors)
         exclude = " ".join(values[name] for name in self.exclude)
@@ -291,6 +300,7 @@ def define(
         output=QAResults if qa else TextResults,
         item=QAResult if qa else TextResult,
         fields=fields,
+        tags=tuple(f.tag for f in fields),
         slots=slots,
         pool=pools[pool] if pool else None,
         validators=validators,

@@ -17,6 +17,7 @@ import random
 from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
+from itertools import chain
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, ValidationError
@@ -157,7 +158,11 @@ async def run_op(
             ) from err
         return OpResult(op_name, dict(inputs), 0, reason=INPUT_INVALID, detail=str(err))
     languages = spec.languages(model)
-    eligible = [i for i, lang in enumerate(languages) if language in (None, lang)]
+    eligible = (
+        list(range(len(languages)))
+        if language is None
+        else [i for i, lang in enumerate(languages) if lang == language]
+    )
     if not eligible:
         raise ValueError(f"operation {op_name!r} has no result in language {language!r}")
 
@@ -186,8 +191,11 @@ async def _attempts(
     from synth.contract import LLMCall
 
     op_name = spec.name
-    base = replace(
-        params or GenerationParams(max_tokens=spec.max_tokens), seed=rng.getrandbits(31), attempt=0
+    seed = rng.getrandbits(31)
+    base = (
+        GenerationParams(max_tokens=spec.max_tokens, seed=seed)  # dataclasses.replace is slow
+        if params is None
+        else replace(params, seed=seed, attempt=0)
     )
     request = spec.render(model, rng, base)
     prompt_tokens = completion_tokens = 0
@@ -218,15 +226,7 @@ async def _attempts(
             continue
         chosen = rng.choice(eligible)
         width = len(spec.fields)
-        results = tuple(
-            text
-            for item in output.results
-            for text in (
-                [item.question, item.answer, item.request]
-                if isinstance(item, QAResult)
-                else [item.text]
-            )
-        )
+        results = tuple(chain.from_iterable(item.texts for item in output.results))
         call = LLMCall(
             operation=op_name,
             template_version=spec.template_version,

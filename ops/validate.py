@@ -284,9 +284,18 @@ def no_anchor(c: FieldCheck) -> tuple[str, str] | None:
 # results of one language instead of running the validator on each result: a clean answer then
 # skips them, which halves the cost of validating it.
 SCREENS: dict[Validator, tuple[str, ...]] = {
-    placeholder: (*_PLACEHOLDERS_PLAIN, "<"),
+    # Shorter keys that each marker holds (and "<" for the tags): one-character keys are the
+    # cheapest to search for, and these characters are rare in a request.
+    placeholder: ("..", "…", "。。", "{", "}", "<", ">"),
     injection: _INSTRUCTION_KEYS,
     speculative: (*_SPECULATIVE_KEYS, *_SPECULATIVE_ZH),
+}
+
+
+# Each screen's keys split by kind: ASCII keys, and the others (which have no letter case).
+_SCREEN_KEYS = {
+    check: (tuple(k for k in keys if k.isascii()), tuple(k for k in keys if not k.isascii()))
+    for check, keys in SCREENS.items()
 }
 
 
@@ -294,11 +303,22 @@ def needed(validators: tuple[Validator, ...], texts: list[str]) -> tuple[Validat
     """The ``validators`` that can fail on any of ``texts``: all but the screened ones whose
     keys none of the texts holds (a key across two texts only makes the screen cautious)."""
     joined = "\n".join(texts)
-    if not joined.isascii() and contains_any(joined, _ASCII_FOLDS):
+    if joined.isascii():
+        low, wide = joined.lower(), ""
+    elif contains_any(joined, _ASCII_FOLDS):
         return validators
-    low = joined.lower()
+    else:
+        # Lower-casing maps no character but the folds into ASCII, so an ASCII key is in the
+        # lower-cased text exactly when it is in its lower-cased ASCII characters (dropping the
+        # others can only join two runs: a cautious screen). Searching CJK text for an ASCII key
+        # would widen the key to two bytes a character, in a new buffer, key by key.
+        low, wide = joined.encode("ascii", "ignore").decode("ascii").lower(), joined
     return tuple(
-        check for check in validators if check not in SCREENS or contains_any(low, SCREENS[check])
+        check
+        for check in validators
+        if check not in _SCREEN_KEYS
+        or contains_any(low, _SCREEN_KEYS[check][0])
+        or (wide and contains_any(wide, _SCREEN_KEYS[check][1]))
     )
 
 

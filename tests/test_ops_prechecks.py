@@ -133,6 +133,8 @@ def test_the_screens_keep_every_validator_that_would_fail():
             check = v.FieldCheck("op", 0, "request", language, "short", text, ("a red fox",))
             failing = {f for f in v.SCREENS if f(check) is not None}
             assert failing <= set(kept), (text, failing - set(kept))
+    for marker in (*v._PLACEHOLDERS_PLAIN, *(tag for tag, _ in v._PLACEHOLDERS_TAGS)):
+        assert any(key in marker.lower() for key in v.SCREENS[v.placeholder]), marker
     assert v.needed(v.DEPENDENT, ["A golden fox.", "一只金色的狐狸。"]) == tuple(
         f for f in v.DEPENDENT if f not in v.SCREENS
     )
