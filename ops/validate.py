@@ -102,10 +102,15 @@ class FieldCheck:
     sources: tuple[str, ...]
     anchors: tuple[str, ...] = ()  # captions the result must name something from
     exclude: str = ""  # text whose words do not count as anchors (the edit query itself)
-    low: str = field(init=False)  # text.lower(), which three validators read
+    _low: str | None = field(default=None, init=False, repr=False)
 
-    def __post_init__(self) -> None:
-        self.low = self.text.lower()
+    @property
+    def low(self) -> str:
+        """``text.lower()``, which three validators read; made when first read (the screens in
+        ``needed`` spare most results those validators, and lower-casing CJK text is slow)."""
+        if self._low is None:
+            self._low = self.text.lower()
+        return self._low
 
     def where(self) -> str:
         return f"result {self.index + 1} ({self.language}, {self.role})"
