@@ -96,7 +96,7 @@ class AnswerInput(_Frozen):
 
 # ---- outputs ----
 # Dataclasses, not models: they are built from text the parser and the validators have already
-# checked, and validating them again cost a tenth of a parse.
+# checked; building them as pydantic models was ~12% of parsing a caption2query answer.
 @dataclass(frozen=True, slots=True)
 class TextResult:
     language: Language

@@ -287,7 +287,7 @@ def no_anchor(c: FieldCheck) -> tuple[str, str] | None:
 # Validators that can fail only on text whose lower-case form holds one of these keys (or that
 # holds a character re.IGNORECASE folds into ASCII). ``needed`` runs such a screen once over all
 # results of one language instead of running the validator on each result: a clean answer then
-# skips them, which halves the cost of validating it.
+# skips them (validating a caption2query answer: ~235k -> ~155k instructions).
 SCREENS: dict[Validator, tuple[str, ...]] = {
     # Shorter keys that each marker holds (and "<" for the tags): one-character keys are the
     # cheapest to search for, and these characters are rare in a request.
