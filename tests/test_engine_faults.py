@@ -211,3 +211,16 @@ def test_the_admission_gate_is_bounded_fifo_and_survives_cancellation() -> None:
             await asyncio.wait_for(gate.__aenter__(), timeout=1.0)  # both slots are free
 
     asyncio.run(run())
+
+
+def test_backoff_honours_retry_after_and_is_exponential_without_it() -> None:
+    from ops.engine.engine import backoff_seconds
+    from ops.engine.errors import RateLimitedError
+
+    refused = RateLimitedError("slow down", retry_after=2.0)
+    for failures in (1, 3, 8):  # the server's wait, whatever the count, with 0-10% jitter
+        assert all(2.0 <= backoff_seconds(refused, failures) <= 2.2 for _ in range(200))
+    silent = RateLimitedError("slow down", retry_after=None)
+    waits = [backoff_seconds(silent, 4) for _ in range(2000)]
+    assert all(0.0 <= w <= 4.0 for w in waits) and max(waits) > 3.0  # full jitter up to 0.5*2^3
+    assert all(backoff_seconds(silent, 20) <= 30.0 for _ in range(200))  # capped

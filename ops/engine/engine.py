@@ -56,13 +56,15 @@ _RETRYABLE = (TransientError, TimeoutError, ConnectionError)
 def backoff_seconds(
     exc: BaseException | None, failures: int, *, base: float = 0.5, cap: float = 30.0
 ) -> float:
-    """Wait after the ``failures``-th failure: Retry-After (+0–10% jitter, so retries that were
-    refused together do not return together) or full-jitter exponential, whichever is longer."""
-    expo = random.uniform(0.0, min(cap, base * 2 ** (failures - 1)))
+    """Wait after the ``failures``-th failure: the server's Retry-After where it sent a positive
+    one (+0–10% jitter, so that retries refused together do not return together), else
+    full-jitter exponential. The server knows its load better than our guess, and the adaptive
+    limiter already slows every request down when 429s pile up; taking the longer of the two
+    let a request refused three times wait up to twice what the server asked."""
     retry_after = getattr(exc, "retry_after", None)
-    if retry_after is None:
-        return expo
-    return max(expo, retry_after * random.uniform(1.0, 1.1))
+    if retry_after:
+        return float(retry_after) * random.uniform(1.0, 1.1)
+    return random.uniform(0.0, min(cap, base * 2 ** (failures - 1)))
 
 
 @cache
