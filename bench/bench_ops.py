@@ -2,8 +2,9 @@
 
 Not a test. The fake server (``tests/fakes/fake_openai.py``) runs in its own process and answers
 after 200 ms with a valid caption2query answer computed from the prompt; with ``--share-429`` a
-share of answers are HTTP 429 with ``Retry-After: 1``. Each measured run is a fresh child
-process, so its CPU time and peak RSS are its own:
+share of answers are HTTP 429 with ``Retry-After: 1``, drawn per request (``--keyed-faults``),
+so that the engine and the bare loop meet the same 429s on the same requests. Each measured run
+is a fresh child process, so its CPU time and peak RSS are its own:
 
 - ``engine``: ``run_op`` through ``Engine`` (openai backend, aiohttp transport, response cache
   in a fresh directory) and a ``ShardWriter`` writing every sample (a t_i_0_0 dialogue) to
@@ -235,7 +236,7 @@ def child(args: argparse.Namespace) -> None:
 def start_server(share_429: float, table: Path) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.fakes.fake_openai", "--latency", "0.2",
-         "--share-429", str(share_429), "--retry-after", "1",
+         "--share-429", str(share_429), "--retry-after", "1", "--keyed-faults",
          "--answer", "tests.fakes.answers:caption2query_answer", "--answer-table", str(table)],
         stdout=subprocess.PIPE, text=True, cwd=ROOT,
     )  # fmt: skip

@@ -224,3 +224,15 @@ def test_backoff_honours_retry_after_and_is_exponential_without_it() -> None:
     waits = [backoff_seconds(silent, 4) for _ in range(2000)]
     assert all(0.0 <= w <= 4.0 for w in waits) and max(waits) > 3.0  # full jitter up to 0.5*2^3
     assert all(backoff_seconds(silent, 20) <= 30.0 for _ in range(200))  # capped
+
+
+def test_keyed_faults_meet_every_client_on_the_same_requests() -> None:
+    plan = FaultPlan(share={"429": 0.3}, keyed=True, seed=4)
+    requests = [f"request {i}".encode() for i in range(200)]
+    first, second = FakeOpenAI(faults=plan), FakeOpenAI(faults=plan)
+    a = {r: [first.next_fault(r) for _ in range(3)] for r in requests}  # a request and 2 retries
+    b = {r: [second.next_fault(r) for _ in range(3)] for r in reversed(requests)}
+    assert a == b  # the same faults per request and per repeat, whatever the order
+    refused = sum(f[0] == "429" for f in a.values())
+    assert 40 <= refused <= 80  # ~30% of 200
+    assert any(f[0] == "429" and f[1] == "ok" for f in a.values())  # a retry draws anew

@@ -9,16 +9,22 @@ Faults are scripted, so a test knows exactly what the client went through:
 ``FaultPlan(first=("429", "500", "timeout", "length"))`` answers the first four requests
 with those faults, then draws from ``share`` (``{"429": 0.05}``: 5% of the rest) with a
 seeded RNG. ``"timeout"`` sleeps ``hang_s`` before answering, past the client's timeout.
+With ``keyed=True`` a request's draw comes from a hash of the seed, the request and how many
+times that same request came before, not from one stream: two clients that send the same
+requests meet the same faults on the same requests, whatever the order they arrive in (the
+engine benchmark compares the engine with a bare loop so, rather than by luck of the draw).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 import socket
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -56,6 +62,7 @@ class FaultPlan:
     retry_after_s: float | None = 0.05  # sent as Retry-After; None: header omitted
     hang_s: float = 30.0
     seed: int = 0
+    keyed: bool = False  # draws from (seed, request, repeat count), not from one stream
 
 
 @dataclass(frozen=True)
@@ -92,6 +99,7 @@ class FakeServer(ABC):
         self.log: list[LoggedRequest] = []
         self.count = 0
         self._rng = random.Random(self.faults.seed)
+        self._seen: Counter[bytes] = Counter()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
@@ -107,14 +115,21 @@ class FakeServer(ABC):
         return f"http://127.0.0.1:{self.port}"
 
     # Faults --------------------------------------------------------------------------------
-    def next_fault(self) -> Fault:
+    def next_fault(self, request: bytes = b"") -> Fault:
+        """The fault for the next request; ``request`` (its canonical bytes) keys the draw."""
         i = self.count
         self.count += 1
         plan = self.faults
         if i < len(plan.first):
             return plan.first[i]
         if plan.share:
-            draw = self._rng.random()
+            if plan.keyed:
+                repeat = self._seen[request]
+                self._seen[request] += 1
+                digest = hashlib.sha256(f"{plan.seed}:{repeat}:".encode() + request).digest()
+                draw = int.from_bytes(digest[:8], "little") / 2**64
+            else:
+                draw = self._rng.random()
             for fault, share in plan.share.items():
                 if draw < share:
                     return fault
@@ -126,6 +141,7 @@ class FakeServer(ABC):
         self.faults = faults
         self.count = 0
         self._rng = random.Random(faults.seed)
+        self._seen.clear()
 
     def record(self, request: web.Request, body: Mapping[str, object], fault: Fault) -> None:
         if self.log_requests:

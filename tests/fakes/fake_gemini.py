@@ -22,7 +22,7 @@ class FakeGemini(FakeServer):
         if self.api_key is not None and request.headers.get("x-goog-api-key") != self.api_key:
             return self._error(401, "API key not valid. Please pass a valid API key.")
         body = orjson.loads(await request.read())
-        fault = self.next_fault()
+        fault = self.next_fault(orjson.dumps(body, option=orjson.OPT_SORT_KEYS))
         self.record(request, body, fault)
         await self.delay(fault)
         if fault == "429":

@@ -38,7 +38,7 @@ class FakeOpenAI(FakeServer):
         ):
             return _error(401, "Incorrect API key provided.", "invalid_api_key")
         body = orjson.loads(await request.read())
-        fault = self.next_fault()
+        fault = self.next_fault(orjson.dumps(body, option=orjson.OPT_SORT_KEYS))
         self.record(request, body, fault)
         await self.delay(fault)
         if fault == "429":
@@ -94,6 +94,11 @@ def main() -> None:
     parser.add_argument("--retry-after", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--keyed-faults",
+        action="store_true",
+        help="the same request meets the same faults in every client (see FaultPlan.keyed)",
+    )
+    parser.add_argument(
         "--answer", default="", help="module:function mapping a FakeRequest to the answer text"
     )
     parser.add_argument(
@@ -106,7 +111,12 @@ def main() -> None:
         uvloop.install()
     except ImportError:
         pass
-    plan = FaultPlan(share={"429": args.share_429}, retry_after_s=args.retry_after, seed=args.seed)
+    plan = FaultPlan(
+        share={"429": args.share_429},
+        retry_after_s=args.retry_after,
+        seed=args.seed,
+        keyed=args.keyed_faults,
+    )
     answer = echo_answer
     if args.answer:
         module, _, function = args.answer.partition(":")
