@@ -90,6 +90,19 @@ class TemplateInfo:
     variables: frozenset[str]
 
 
+@cache
+def _parsed(
+    env: ImmutableSandboxedEnvironment, name: str
+) -> tuple[frozenset[str], tuple[str, ...]]:
+    """The variables one template reads and the templates it imports or includes (a partial is
+    parsed once for all the templates that import it)."""
+    ast = env.parse(_source(env, name))
+    refs = tuple(meta.find_referenced_templates(ast))
+    if None in refs:
+        raise TemplateContractError(f"{name}: imports a template by a computed name")
+    return frozenset(meta.find_undeclared_variables(ast)), tuple(str(r) for r in refs)
+
+
 def inspect_template(env: ImmutableSandboxedEnvironment, name: str) -> TemplateInfo:
     """Parse the template and every template it imports or includes, once each."""
     sources: dict[str, str] = {}
@@ -100,12 +113,9 @@ def inspect_template(env: ImmutableSandboxedEnvironment, name: str) -> TemplateI
         if current in sources:
             continue
         sources[current] = _source(env, current)
-        ast = env.parse(sources[current])
-        variables |= meta.find_undeclared_variables(ast)
-        for ref in meta.find_referenced_templates(ast):
-            if ref is None:
-                raise TemplateContractError(f"{current}: imports a template by a computed name")
-            pending.append(ref)
+        used, refs = _parsed(env, current)
+        variables |= used
+        pending.extend(refs)
     return TemplateInfo(sources, frozenset(variables))
 
 
