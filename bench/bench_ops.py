@@ -265,7 +265,7 @@ def main() -> None:
         "--repeat",
         type=int,
         default=1,
-        help="runs per cell (start-up too); the fastest is reported",
+        help="runs per cell (start-up too); the fastest is reported, every run's wall and CPU kept",
     )
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "bench_ops.json")
     ap.add_argument("--child", choices=["engine", "bare"])
@@ -302,7 +302,11 @@ def main() -> None:
             for mode in ("bare", "engine"):
                 runs = [run(share, mode, args.n, conc) for _ in range(args.repeat)]
                 best = min(runs, key=lambda r: r["wall_s"])
-                rows.append({"mode": mode, "share_429": share, "concurrency": conc, **best})
+                spread = {"wall_s_runs": [r["wall_s"] for r in runs],
+                          "cpu_s_runs": [r["cpu_s"] for r in runs]}  # fmt: skip
+                rows.append(
+                    {"mode": mode, "share_429": share, "concurrency": conc, **best, **spread}
+                )
                 print(_line(rows[-1], args.n), flush=True)
         if share == 0.0:
             startup = min(
