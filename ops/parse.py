@@ -169,7 +169,7 @@ def _scan_blocks(normalized: str, fields: tuple[str, ...], count: int) -> list[l
 @lru_cache(maxsize=32)
 def _block_layout(fields: tuple[str, ...], count: int) -> tuple[tuple[str, ...], tuple[int, ...]]:
     """What follows each ``<`` of a well-formed answer, in order, and for each field of a block
-    where its value starts: (position in the block, length of the tag name and ``>``)."""
+    the length of its tag name and ``>``, after which its value starts."""
     tags = ("Result>", *(t for tag in fields for t in (f"{tag}>", f"/{tag}>")), "/Result>")
     return tags * count, tuple(len(tag) + 1 for tag in fields)
 
