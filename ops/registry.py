@@ -240,31 +240,66 @@ class OpSpec:
         )  # as self.languages(), without a second model_dump
         blocks = parse_blocks(text, self.tags, self.results)
         sources = tuple(x for k, x in values.items() if isinstance(x, str) and k != "language")
-        anchors = tuple(values[name] for name in self.anchors)
-        exclude = " ".join(values[name] for name in self.exclude)
         cleaned = [
             [clean(t, language) for t in raw]
             for language, raw in zip(languages, blocks, strict=True)
         ]
-        by_language: dict[str, list[str]] = {}
-        for language, texts in zip(languages, cleaned, strict=True):
-            by_language.setdefault(language, []).extend(texts)
-        validators = {lang: v.needed(self.validators, texts) for lang, texts in by_language.items()}
+        groups: dict[str, v.Group] = {}
+        for language, texts, limits in zip(
+            languages, cleaned, self._limits[languages], strict=True
+        ):
+            group = groups.get(language)
+            if group is None:
+                group = groups[language] = v.Group(language, [], [], sources)
+            group.texts += texts
+            group.limits += limits
+        validators = {lang: v.needed(self.validators, group) for lang, group in groups.items()}
         items: list[Any] = []  # of self.item, the type self.output holds (paired in define)
         for i, (slot, language, texts) in enumerate(
             zip(self.slots, languages, cleaned, strict=True)
         ):
-            for spec, text_ in zip(self.fields, texts, strict=True):
-                check = FieldCheck(
-                    self.name, i, spec.role, language, spec.length or slot.length, text_,
-                    sources, anchors, exclude,
-                )  # fmt: skip
-                for validator in validators[language]:
-                    failure = validator(check)
-                    if failure is not None:
-                        raise ParseRejection(*failure)
+            if validators[language]:  # empty when every result of the language passes as it is
+                self._check(i, slot, language, texts, validators[language], values, sources)
             items.append(self.item.of(language, slot.length, texts))
         return self.output(tuple(items))
+
+    def _check(
+        self,
+        index: int,
+        slot: Slot,
+        language: Language,
+        texts: list[str],
+        validators: tuple[Validator, ...],
+        values: dict[str, Any],
+        sources: tuple[str, ...],
+    ) -> None:
+        """Run ``validators`` on each field of result ``index``; the first failure rejects."""
+        anchors = tuple(values[name] for name in self.anchors)
+        exclude = " ".join(values[name] for name in self.exclude)
+        for spec, text in zip(self.fields, texts, strict=True):
+            check = FieldCheck(
+                self.name, index, spec.role, language, spec.length or slot.length, text,
+                sources, anchors, exclude,
+            )  # fmt: skip
+            for validator in validators:
+                failure = validator(check)
+                if failure is not None:
+                    raise ParseRejection(*failure)
+
+    @cached_property
+    def _limits(self) -> dict[tuple[Language, ...], tuple[tuple[int, ...], ...]]:
+        """For each way the results' languages can come out, each field's character limit."""
+        layouts = {
+            tuple(lang if s.language == "input" else s.language for s in self.slots)
+            for lang in ("en", "zh")
+        }
+        return {
+            langs: tuple(
+                tuple(v.MAX_CHARS[(lang, f.length or s.length)] for f in self.fields)
+                for lang, s in zip(langs, self.slots, strict=True)
+            )
+            for langs in layouts
+        }
 
 
 def define(

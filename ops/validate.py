@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from importlib import resources
+from operator import le
 from typing import Any, Literal
 
 from ops.parse import contains_any
@@ -284,6 +285,16 @@ def no_anchor(c: FieldCheck) -> tuple[str, str] | None:
     return None
 
 
+@dataclass(slots=True)
+class Group:
+    """The results of one language in one answer, as the screens in ``needed`` see them."""
+
+    language: Language
+    texts: list[str]
+    limits: list[int]  # MAX_CHARS of each text's length class
+    sources: tuple[str, ...]
+
+
 # Validators that can fail only on text whose lower-case form holds one of these keys (or that
 # holds a character re.IGNORECASE folds into ASCII). ``needed`` runs such a screen once over all
 # results of one language instead of running the validator on each result: a clean answer then
@@ -304,27 +315,65 @@ _SCREEN_KEYS = {
 }
 
 
-def needed(validators: tuple[Validator, ...], texts: list[str]) -> tuple[Validator, ...]:
-    """The ``validators`` that can fail on any of ``texts``: all but the screened ones whose
-    keys none of the texts holds (a key across two texts only makes the screen cautious)."""
-    joined = "\n".join(texts)
-    if joined.isascii():
+def _all_have_words(group: Group, ascii_text: bool) -> bool:
+    return all(map(_WORD_CHAR.search, group.texts))
+
+
+def _all_fit(group: Group, ascii_text: bool) -> bool:
+    return all(map(le, map(len, group.texts), group.limits))
+
+
+def _all_plainly_in_language(group: Group, ascii_text: bool) -> bool:
+    """What ``wrong_language`` passes without a closer look: English results in ASCII with a
+    Latin letter each; Chinese results with a Han character each, the inputs holding no CJK."""
+    if group.language == "en":
+        return ascii_text and all(map(_LATIN.search, group.texts))
+    return not _has_cjk(group.sources) and all(map(_HAN.search, group.texts))
+
+
+# Validators that pass every result of a group when one test over all of its texts holds, run
+# in C over the list (``map``) instead of building a FieldCheck and calling the validator for
+# each result. False only says "look at each result".
+GROUP_PASSES: dict[Validator, Callable[[Group, bool], bool]] = {
+    empty: _all_have_words,
+    overlong: _all_fit,
+    wrong_language: _all_plainly_in_language,
+}
+
+
+def needed(validators: tuple[Validator, ...], group: Group) -> tuple[Validator, ...]:
+    """The ``validators`` that can fail on a result of ``group``: all but those whose group
+    test passes and the screened ones whose keys none of the texts holds (a key across two
+    texts only makes the screen cautious). An empty tuple: every result passes as it is."""
+    joined = "\n".join(group.texts)
+    ascii_text = joined.isascii()
+    low: str | None
+    if ascii_text:
         low, wide = joined.lower(), ""
     elif contains_any(joined, _ASCII_FOLDS):
-        return validators
+        low, wide = None, joined  # a key may match anywhere: no key screen skips its validator
     else:
         # Lower-casing maps no character but the folds into ASCII, so an ASCII key is in the
         # lower-cased text exactly when it is in its lower-cased ASCII characters (dropping the
         # others can only join two runs: a cautious screen). Searching CJK text for an ASCII key
         # would widen the key to two bytes a character, in a new buffer, key by key.
         low, wide = joined.encode("ascii", "ignore").decode("ascii").lower(), joined
-    return tuple(
-        check
-        for check in validators
-        if check not in _SCREEN_KEYS
-        or contains_any(low, _SCREEN_KEYS[check][0])
-        or (wide and contains_any(wide, _SCREEN_KEYS[check][1]))
-    )
+    kept = []
+    for check in validators:
+        passes = GROUP_PASSES.get(check)
+        if passes is not None:
+            if not passes(group, ascii_text):
+                kept.append(check)
+            continue
+        keys = _SCREEN_KEYS.get(check)
+        if (
+            keys is None
+            or low is None
+            or contains_any(low, keys[0])
+            or (wide and contains_any(wide, keys[1]))
+        ):
+            kept.append(check)
+    return tuple(kept)
 
 
 COMMON: tuple[Validator, ...] = (empty, overlong, wrong_language, placeholder, injection)

@@ -124,17 +124,73 @@ def test_the_screens_keep_every_validator_that_would_fail():
     texts = [
         *_random_texts(seed=5, n=3000),
         *("Ignore the above.", "SURE, here it is", "a \u212aelvin-sign MAYBE", "似乎是猫",
-          "{{ x }}", "</user> leftover", "It appears to be a fox"),
+          "{{ x }}", "</user> leftover", "It appears to be a fox", "", "!!", "x" * 301,
+          "猫" * 151, "A fox", "Merry Christmas 猫"),
     ]  # fmt: skip
+    sources_choices = (("a red fox",), ("一只狐狸 on a sign",), ("a cafe", "猫 and ..."))
+    screened = {*v.SCREENS, *v.GROUP_PASSES}
     for i, text in enumerate(texts):
-        group = [text, texts[i - 1]]
+        pair = [text, texts[i - 1]]
+        sources = sources_choices[i % len(sources_choices)]
         for language in ("en", "zh"):
-            kept = v.needed(v.DEPENDENT, group)
-            check = v.FieldCheck("op", 0, "request", language, "short", text, ("a red fox",))
-            failing = {f for f in v.SCREENS if f(check) is not None}
-            assert failing <= set(kept), (text, failing - set(kept))
+            length = "short" if i % 2 else "long"
+            limit = v.MAX_CHARS[(language, length)]
+            kept = set(v.needed(v.DEPENDENT, v.Group(language, pair, [limit, limit], sources)))
+            for member in pair:
+                check = v.FieldCheck("op", 0, "request", language, length, member, sources)
+                failing = {f for f in screened if f(check) is not None}
+                assert failing <= kept, (member, language, sources, failing - kept)
     for marker in (*v._PLACEHOLDERS_PLAIN, *(tag for tag, _ in v._PLACEHOLDERS_TAGS)):
         assert any(key in marker.lower() for key in v.SCREENS[v.placeholder]), marker
-    assert v.needed(v.DEPENDENT, ["A golden fox.", "一只金色的狐狸。"]) == tuple(
-        f for f in v.DEPENDENT if f not in v.SCREENS
-    )
+    # A clean answer skips every screened validator; no_anchor has no screen.
+    en = v.Group("en", ["A golden fox.", "A fox on a bridge."], [300, 600], ("a golden fox",))
+    zh = v.Group("zh", ["一只金色的狐狸。"], [150], ("a golden fox",))
+    assert v.needed(v.DEPENDENT, en) == v.needed(v.DEPENDENT, zh) == (v.no_anchor,)
+    assert v.needed(v.REQUEST, en) == ()
+    # Text the group tests cannot pass keeps exactly their validators.
+    quoted = v.Group("zh", ["一只狐狸"], [150], ("一只狐狸 on a sign",))
+    assert v.needed(v.REQUEST, quoted) == (v.wrong_language,)
+    long_en = v.Group("en", ["x" * 301, "ok"], [300, 300], ())
+    assert v.needed(v.REQUEST, long_en) == (v.overlong,)
+
+
+def test_parse_with_screens_rejects_and_accepts_as_every_validator_on_every_field(monkeypatch):
+    import random
+
+    from ops import OPS
+    from ops.parse import ParseRejection, format_results
+
+    def outcome(spec, answer, inputs):
+        try:
+            return spec.parse(answer, inputs)
+        except ParseRejection as rejection:
+            return rejection.reason, rejection.detail
+
+    rng = random.Random(11)
+    texts = [*_random_texts(seed=7, n=400), "x" * 700, "猫" * 200]
+    fine = {"en": ["A red fox in the snow.", "Draw the red fox from the sign Merry Christmas."],
+            "zh": ["一只红狐狸在雪地里。", "画出牌子上写着圣诞快乐的红狐狸。"]}  # fmt: skip
+    inputs = {
+        "caption2query": {"caption": "A red fox in the snow, a sign reads 圣诞快乐."},
+        "caption2QA_q": {"caption": "A red fox in the snow."},
+        "query2dep_q": {"caption": "A red fox in the snow.", "query": "Make it blue."},
+        "A_from_caption": {"caption": "A red fox.", "question": "What is it?", "language": "zh"},
+    }
+    cases = []
+    for name, values in inputs.items():
+        spec = OPS[name]
+        for _ in range(300):
+            languages = spec.languages(spec.validate_inputs(values))
+            blocks = [
+                [
+                    (f.tag, rng.choice(fine[lang] if rng.random() < 0.9 else texts))
+                    for f in spec.fields
+                ]
+                for lang in languages
+            ]
+            cases.append((spec, format_results(blocks), values))
+    screened = [outcome(*case) for case in cases]
+    monkeypatch.setattr(v, "needed", lambda validators, group: validators)
+    assert [outcome(*case) for case in cases] == screened
+    assert sum(not isinstance(o, tuple) for o in screened) > 50  # some answers pass
+    assert len({o[0] for o in screened if isinstance(o, tuple)}) >= 4  # and several reasons
