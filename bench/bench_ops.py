@@ -13,6 +13,7 @@ is a fresh child process, so its CPU time and peak RSS are its own:
   same pre-rendered request bodies and checking ``finish_reason`` (on a 429 it sleeps the
   Retry-After outside the semaphore and resends).
 
+Both run under ``synth.runtime.gc_tuned``, the garbage-collector settings of ``synth run``.
 Reported: wall time, requests/s, CPU ms per operation after start-up (imports, server start and
 session set-up excluded), peak RSS, and the start-up time of a 10-operation run (exec to exit).
 Every engine run checks all results: each answer must be exactly what the server computed for
@@ -221,7 +222,10 @@ def child(args: argparse.Namespace) -> None:
         import uvloop
 
         uvloop.install()
-    with tempfile.TemporaryDirectory() as tmp:
+    from synth.runtime import gc_tuned
+
+    # Both modes run under the collector settings `synth run` uses, so the ratio measures code.
+    with tempfile.TemporaryDirectory() as tmp, gc_tuned():
         if args.mode == "engine":
             wall, cpu, extra = asyncio.run(_engine_run(args, Path(tmp)))
         else:

@@ -9,9 +9,11 @@ shard of one stage into an output directory, resumably. ``synth run stage-a|b|c`
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
+from synth.runtime import gc_tuned
 from synth.shards import Manifest, read_manifest
 from synth.stages.config import RunConfig, load_run_config
 
@@ -37,7 +39,7 @@ def run(cfg: RunConfig) -> Manifest:
         sources = load_sources_file(cfg.sources)
         config["sources_file"] = str(Path(cfg.sources).resolve())
         config["sources"] = [s.model_dump(mode="json") for s in sources.sources]
-        return asyncio.run(run_shard(StageA(cfg, sources), cfg, config))
+        return _run_loop(run_shard(StageA(cfg, sources), cfg, config))
 
     if not cfg.input:
         raise ValueError(f"stage {cfg.stage} reads --in DIR, the output of an earlier stage")
@@ -58,10 +60,15 @@ def run(cfg: RunConfig) -> Manifest:
                 "which is not there; pass --sources FILE"
             )
         pool = DistractorPool(load_sources_file(sources_file), cfg.distractor_pool)
-        return asyncio.run(run_shard(StageB(cfg, in_dirs, pool), cfg, config, total))
+        return _run_loop(run_shard(StageB(cfg, in_dirs, pool), cfg, config, total))
     from synth.stages.stage_c import StageC
 
-    return asyncio.run(run_shard(StageC(cfg, in_dirs), cfg, config, total))
+    return _run_loop(run_shard(StageC(cfg, in_dirs), cfg, config, total))
+
+
+def _run_loop(run: Coroutine[Any, Any, Manifest]) -> Manifest:
+    with gc_tuned():  # a run is many short operations on a large start-up heap
+        return asyncio.run(run)
 
 
 def _complete_manifest(in_dir: Path) -> Manifest:
