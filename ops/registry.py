@@ -207,7 +207,10 @@ class OpSpec:
             ) from err
 
     def languages(self, inputs: _Frozen) -> tuple[Language, ...]:
-        values = inputs.model_dump()
+        return self.languages_of(inputs.model_dump())
+
+    def languages_of(self, values: Mapping[str, Any]) -> tuple[Language, ...]:
+        """The language of each result, from the dumped inputs."""
         return tuple(
             values["language"] if s.language == "input" else s.language for s in self.slots
         )
@@ -219,7 +222,13 @@ class OpSpec:
         params: GenerationParams | None = None,
     ) -> LLMRequest:
         """The request for these inputs; ``rng`` draws the sentence structures."""
-        variables: dict[str, Any] = self.validate_inputs(inputs).model_dump()
+        return self.render_values(self.validate_inputs(inputs).model_dump(), rng, params)
+
+    def render_values(
+        self, values: Mapping[str, Any], rng: random.Random, params: GenerationParams | None = None
+    ) -> LLMRequest:
+        """``render`` of inputs validated and dumped already (``run_op`` dumps them once)."""
+        variables = dict(values)
         if self.pool is not None:
             variables["en_structure"] = rng.choice(self.pool.en)
             variables["zh_structure"] = rng.choice(self.pool.zh)
@@ -234,30 +243,30 @@ class OpSpec:
 
     def parse(self, text: str, inputs: Mapping[str, Any] | BaseModel) -> Output:
         """The typed output of a response, or ParseRejection(reason, detail)."""
-        values = self.validate_inputs(inputs).model_dump()
-        languages = tuple(
-            values["language"] if s.language == "input" else s.language for s in self.slots
-        )  # as self.languages(), without a second model_dump
+        return self.parse_values(text, self.validate_inputs(inputs).model_dump())
+
+    def parse_values(self, text: str, values: Mapping[str, Any]) -> Output:
+        """``parse`` with inputs validated and dumped already (``run_op`` dumps them once)."""
+        languages = self.languages_of(values)
         blocks = parse_blocks(text, self.tags, self.results)
         sources = tuple(x for k, x in values.items() if isinstance(x, str) and k != "language")
-        cleaned = [
-            [clean(t, language) for t in raw]
-            for language, raw in zip(languages, blocks, strict=True)
-        ]
-        groups: dict[str, v.Group] = {}
-        for language, texts, limits in zip(
-            languages, cleaned, self._limits[languages], strict=True
-        ):
+        groups: dict[str, v.Group] = {}  # the results of each language, in order
+        for language, raw, limits in zip(languages, blocks, self._limits[languages], strict=True):
             group = groups.get(language)
             if group is None:
                 group = groups[language] = v.Group(language, [], [], sources)
-            group.texts += texts
+            group.texts += raw
             group.limits += limits
+        for group in groups.values():
+            group.texts = [clean(t, group.language) for t in group.texts]
         validators = {lang: v.needed(self.validators, group) for lang, group in groups.items()}
+        width = len(self.fields)
+        taken = dict.fromkeys(groups, 0)
         items: list[Any] = []  # of self.item, the type self.output holds (paired in define)
-        for i, (slot, language, texts) in enumerate(
-            zip(self.slots, languages, cleaned, strict=True)
-        ):
+        for i, (slot, language) in enumerate(zip(self.slots, languages, strict=True)):
+            start = taken[language]
+            taken[language] = start + width
+            texts = groups[language].texts[start : start + width]
             if validators[language]:  # empty when every result of the language passes as it is
                 self._check(i, slot, language, texts, validators[language], values, sources)
             items.append(self.item.of(language, slot.length, texts))
@@ -270,7 +279,7 @@ class OpSpec:
         language: Language,
         texts: list[str],
         validators: tuple[Validator, ...],
-        values: dict[str, Any],
+        values: Mapping[str, Any],
         sources: tuple[str, ...],
     ) -> None:
         """Run ``validators`` on each field of result ``index``; the first failure rejects."""

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from itertools import chain
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from ops.parse import ParseRejection
 from ops.protocol import GenerationParams, LLMRequest, LLMResponse
@@ -157,7 +157,8 @@ async def run_op(
                 f"operation {op_name!r} takes {sorted(spec.inputs.model_fields)}: {err}"
             ) from err
         return OpResult(op_name, dict(inputs), 0, reason=INPUT_INVALID, detail=str(err))
-    languages = spec.languages(model)
+    values = model.model_dump()  # once: rendering, parsing and the result read it
+    languages = spec.languages_of(values)
     eligible = (
         list(range(len(languages)))
         if language is None
@@ -172,14 +173,21 @@ async def run_op(
     admission = getattr(backend, "admission", None)
     async with admission if admission is not None else nullcontext():
         return await _attempts(
-            backend, spec, model, rng, languages, eligible, max_attempts=max_attempts, params=params
+            backend,
+            spec,
+            values,
+            rng,
+            languages,
+            eligible,
+            max_attempts=max_attempts,
+            params=params,
         )
 
 
 async def _attempts(
     backend: Completer,
     spec: OpSpec,
-    model: BaseModel,
+    values: dict[str, Any],
     rng: random.Random,
     languages: tuple[Language, ...],
     eligible: list[int],
@@ -197,7 +205,7 @@ async def _attempts(
         if params is None
         else replace(params, seed=seed, attempt=0)
     )
-    request = spec.render(model, rng, base)
+    request = spec.render_values(values, rng, base)
     prompt_tokens = completion_tokens = 0
     failures: list[str] = []
     reason, raw = LLM_ERROR, ""
@@ -219,7 +227,7 @@ async def _attempts(
             )
             continue
         try:
-            output = spec.parse(response.text, model)
+            output = spec.parse_values(response.text, values)
         except ParseRejection as rejection:
             reason = rejection.reason
             failures.append(f"attempt {attempt + 1}: {reason} {rejection.detail}")
@@ -241,10 +249,10 @@ async def _attempts(
             completion_tokens=response.completion_tokens,
         )
         return OpResult(
-            op_name, model.model_dump(), attempt + 1, prompt_tokens, completion_tokens,
+            op_name, values, attempt + 1, prompt_tokens, completion_tokens,
             output=output, chosen=chosen, call=call,
         )  # fmt: skip
     return OpResult(
-        op_name, model.model_dump(), len(failures), prompt_tokens, completion_tokens,
+        op_name, values, len(failures), prompt_tokens, completion_tokens,
         reason=reason, detail="; ".join(failures), raw_response=raw,
     )  # fmt: skip

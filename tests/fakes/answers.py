@@ -2,7 +2,7 @@
 
 A server sees only messages. ``PromptBook`` lets a fake answer every chatumm operation correctly
 anyway: ``record_renders(book, monkeypatch)`` (what the ``fake_openai`` and ``fake_gemini``
-fixtures do) makes every ``OpSpec.render`` in the test remember its request (messages ->
+fixtures do) makes every render in the test remember its request (messages ->
 operation, variables, seed), and ``book.answer``, the fakes' default answer function, replies
 with what the ``template`` backend would write for it; a prompt no operation rendered gets
 ``echo_answer``. The request still crosses real HTTP, the real client library and the real
@@ -59,15 +59,16 @@ class PromptBook:
 
 
 def record_renders(book: PromptBook, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make every ``OpSpec.render`` in this test remember its request in ``book``."""
-    render = OpSpec.render
+    """Make every render in this test remember its request in ``book`` (``OpSpec.render`` and
+    ``run_op`` both render through ``OpSpec.render_values``)."""
+    render = OpSpec.render_values
 
     def remembering(self: OpSpec, *args: Any, **kwargs: Any) -> LLMRequest:
         request = render(self, *args, **kwargs)
         book.remember(request)
         return request
 
-    monkeypatch.setattr(OpSpec, "render", remembering)
+    monkeypatch.setattr(OpSpec, "render_values", remembering)
 
 
 def caption2query_answer(fake: FakeRequest) -> str:
