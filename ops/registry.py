@@ -260,6 +260,17 @@ class OpSpec:
         for group in groups.values():
             group.texts = [clean(t, group.language) for t in group.texts]
         validators = {lang: v.needed(self.validators, group) for lang, group in groups.items()}
+        # What a FieldCheck reads of the inputs (sources, anchors, exclude), made only when
+        # some field is looked at one by one.
+        inputs = (
+            (
+                sources,
+                tuple(values[name] for name in self.anchors),
+                " ".join(values[name] for name in self.exclude),
+            )
+            if any(validators.values())
+            else ((), (), "")
+        )
         width = len(self.fields)
         taken = dict.fromkeys(groups, 0)
         items: list[Any] = []  # of self.item, the type self.output holds (paired in define)
@@ -268,7 +279,7 @@ class OpSpec:
             taken[language] = start + width
             texts = groups[language].texts[start : start + width]
             if validators[language]:  # empty when every result of the language passes as it is
-                self._check(i, slot, language, texts, validators[language], values, sources)
+                self._check(i, slot, language, texts, validators[language], inputs)
             items.append(self.item.of(language, slot.length, texts))
         return self.output(tuple(items))
 
@@ -279,17 +290,14 @@ class OpSpec:
         language: Language,
         texts: list[str],
         validators: tuple[Validator, ...],
-        values: Mapping[str, Any],
-        sources: tuple[str, ...],
+        inputs: tuple[tuple[str, ...], tuple[str, ...], str],
     ) -> None:
-        """Run ``validators`` on each field of result ``index``; the first failure rejects."""
-        anchors = tuple(values[name] for name in self.anchors)
-        exclude = " ".join(values[name] for name in self.exclude)
+        """Run ``validators`` on each field of result ``index``; the first failure rejects.
+        ``inputs`` is what a FieldCheck reads of them: sources, anchors, exclude."""
         for spec, text in zip(self.fields, texts, strict=True):
             check = FieldCheck(
-                self.name, index, spec.role, language, spec.length or slot.length, text,
-                sources, anchors, exclude,
-            )  # fmt: skip
+                self.name, index, spec.role, language, spec.length or slot.length, text, *inputs
+            )
             for validator in validators:
                 failure = validator(check)
                 if failure is not None:
@@ -298,10 +306,7 @@ class OpSpec:
     @cached_property
     def _limits(self) -> dict[tuple[Language, ...], tuple[tuple[int, ...], ...]]:
         """For each way the results' languages can come out, each field's character limit."""
-        layouts = {
-            tuple(lang if s.language == "input" else s.language for s in self.slots)
-            for lang in ("en", "zh")
-        }
+        layouts = {self.languages_of({"language": lang}) for lang in ("en", "zh")}
         return {
             langs: tuple(
                 tuple(v.MAX_CHARS[(lang, f.length or s.length)] for f in self.fields)
