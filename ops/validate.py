@@ -315,26 +315,26 @@ _SCREEN_KEYS = {
 }
 
 
-def _all_have_words(group: Group, ascii_text: bool) -> bool:
+def _all_have_words(group: Group) -> bool:
     return all(map(_WORD_CHAR.search, group.texts))
 
 
-def _all_fit(group: Group, ascii_text: bool) -> bool:
+def _all_fit(group: Group) -> bool:
     return all(map(le, map(len, group.texts), group.limits))
 
 
-def _all_plainly_in_language(group: Group, ascii_text: bool) -> bool:
+def _all_plainly_in_language(group: Group) -> bool:
     """What ``wrong_language`` passes without a closer look: English results in ASCII with a
     Latin letter each; Chinese results with a Han character each, the inputs holding no CJK."""
-    if group.language == "en":
-        return ascii_text and all(map(_LATIN.search, group.texts))
+    if group.language == "en":  # str.isascii reads a flag of the string: no scan
+        return all(map(str.isascii, group.texts)) and all(map(_LATIN.search, group.texts))
     return not _has_cjk(group.sources) and all(map(_HAN.search, group.texts))
 
 
 # Validators that pass every result of a group when one test over all of its texts holds, run
 # in C over the list (``map``) instead of building a FieldCheck and calling the validator for
 # each result. False only says "look at each result".
-GROUP_PASSES: dict[Validator, Callable[[Group, bool], bool]] = {
+GROUP_PASSES: dict[Validator, Callable[[Group], bool]] = {
     empty: _all_have_words,
     overlong: _all_fit,
     wrong_language: _all_plainly_in_language,
@@ -346,9 +346,8 @@ def needed(validators: tuple[Validator, ...], group: Group) -> tuple[Validator, 
     test passes and the screened ones whose keys none of the texts holds (a key across two
     texts only makes the screen cautious). An empty tuple: every result passes as it is."""
     joined = "\n".join(group.texts)
-    ascii_text = joined.isascii()
     low: str | None
-    if ascii_text:
+    if joined.isascii():
         low, wide = joined.lower(), ""
     elif contains_any(joined, _ASCII_FOLDS):
         low, wide = None, joined  # a key may match anywhere: no key screen skips its validator
@@ -362,7 +361,7 @@ def needed(validators: tuple[Validator, ...], group: Group) -> tuple[Validator, 
     for check in validators:
         passes = GROUP_PASSES.get(check)
         if passes is not None:
-            if not passes(group, ascii_text):
+            if not passes(group):
                 kept.append(check)
             continue
         keys = _SCREEN_KEYS.get(check)

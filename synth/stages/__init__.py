@@ -66,9 +66,9 @@ def run(cfg: RunConfig) -> Manifest:
     return _run_loop(run_shard(StageC(cfg, in_dirs), cfg, config, total))
 
 
-def _run_loop(run: Coroutine[Any, Any, Manifest]) -> Manifest:
+def _run_loop(shard: Coroutine[Any, Any, Manifest]) -> Manifest:
     with gc_tuned():  # a run is many short operations on a large start-up heap
-        return asyncio.run(run)
+        return asyncio.run(shard)
 
 
 def _complete_manifest(in_dir: Path) -> Manifest:
