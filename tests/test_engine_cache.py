@@ -52,7 +52,7 @@ def test_round_trip_and_persistence(tmp_path: Path) -> None:
 _WRITER = textwrap.dedent(
     """
     import sys, time
-    from ops.engine.cache import ResponseCache, request_key
+    from ops.engine.cache import GROUP_S, ResponseCache, request_key
     from ops.protocol import LLMRequest, LLMResponse, Message
     cache_dir, name, start = sys.argv[1], sys.argv[2], float(sys.argv[3])
     cache = ResponseCache(cache_dir)
@@ -88,13 +88,13 @@ def test_two_processes_write_concurrently(tmp_path: Path) -> None:
 _KILLED = textwrap.dedent(
     """
     import os, signal, sys, time
-    from ops.engine.cache import ResponseCache, request_key
+    from ops.engine.cache import GROUP_S, ResponseCache, request_key
     from ops.protocol import LLMRequest, LLMResponse, Message
     cache = ResponseCache(sys.argv[1])
     for i in range(50):
         key = request_key("openai", "m", LLMRequest("op", (Message("user", f"q {i}"),)))
         cache.put(key, LLMResponse(f"a {i}", "stop", "m", 1, 1))
-    time.sleep(0.2)  # no further answers arrive (the server hangs), then the run is killed
+    time.sleep(GROUP_S + 0.2)  # no further answers arrive (the server hangs), then the kill
     os.kill(os.getpid(), signal.SIGKILL)
     """
 )

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from ops.engine.cache import GROUP_S
 from synth.shards import read_manifest
 from tests.fakes._server import FakeRequest, FaultPlan
 from tests.stages_support import EXAMPLES, op_answer, run_stage, sample_ids, shard_bytes
@@ -47,7 +48,9 @@ def _kill_midway(args: list[str], out: Path, server) -> None:  # type: ignore[no
         else:
             raise AssertionError("the run never committed work")
         server.set_faults(FaultPlan(share={"timeout": 1.0}, hang_s=600))
-        time.sleep(0.5)  # answers already sent reach the client; held requests stay in flight
+        # Answers already sent reach the client and the response cache commits them (within
+        # GROUP_S of their arrival); held requests stay in flight.
+        time.sleep(GROUP_S + 0.5)
         assert not json.loads(manifest.read_text())["complete"]
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -96,6 +99,6 @@ def test_sigkill_in_each_stage_then_rerun_matches_an_uninterrupted_run(
         assert sample_ids(out) == sample_ids(ref)
         assert shard_bytes(out) == shard_bytes(ref)
         assert read_manifest(out).complete
-    # The response cache commits within ~100 ms of an answer (ops/engine/cache.py): an answer
+    # The response cache commits within GROUP_S of an answer (ops/engine/cache.py): an answer
     # the killed run received was never paid for again.
     assert not paid_twice, f"answered requests sent again after SIGKILL, per stage: {paid_twice}"
