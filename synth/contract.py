@@ -221,27 +221,48 @@ def check_invariants(sample: DialogueSample) -> None:
         fail("sample-id", "sample_id is empty")
     if len(turns) < 2 or len(turns) % 2:
         fail("turn-structure", f"a dialogue has an even number (>= 2) of turns, got {len(turns)}")
+    # One pass over the parts (every sample is checked as it is built, so this is on the hot
+    # path of every stage): the per-turn checks raise at once, in turn order; a broken
+    # reference is kept and raised after them, as ``_check_references`` orders it.
+    n_images = len(sample.images)
+    n_calls = len(sample.provenance.llm_calls)
+    images: list[list[int]] = []  # the image indices each turn holds
+    used: set[int] = set()
+    bad_image: tuple[int, int] | None = None
+    bad_call: tuple[int, int] | None = None
     for i, turn in enumerate(turns):
-        expected = "user" if i % 2 == 0 else "assistant"
-        if turn.role != expected:
+        role = turn.role
+        if role != ("user" if i % 2 == 0 else "assistant"):
             fail(
                 "turn-structure",
-                f"turn {i} is {turn.role!r}; turns alternate user/assistant starting with user",
+                f"turn {i} is {role!r}; turns alternate user/assistant starting with user",
             )
         if not turn.parts:
             fail("turn-structure", f"turn {i} has no parts")
+        held: list[int] = []
         for part in turn.parts:
-            if part.type == "text" and not (part.text or "").strip():
-                fail("empty-text", f"turn {i} has an empty text part")
-            if part.type == "image":
-                want = "upload" if turn.role == "user" else "output"
+            if part.type == "text":
+                if not (part.text or "").strip():
+                    fail("empty-text", f"turn {i} has an empty text part")
+            else:
+                want = "upload" if role == "user" else "output"
                 if part.origin != want:
                     fail(
                         "image-origin",
-                        f"turn {i} ({turn.role}) holds an image with origin {part.origin!r}; expected {want!r}",
+                        f"turn {i} ({role}) holds an image with origin {part.origin!r}; expected {want!r}",
                     )
+                index = part.image
+                if index is not None:
+                    held.append(index)
+                    used.add(index)
+                    if bad_image is None and not 0 <= index < n_images:
+                        bad_image = (i, index)
+            call = part.call
+            if bad_call is None and call is not None and not 0 <= call < n_calls:
+                bad_call = (i, call)
+        images.append(held)
 
-    _check_references(sample, fail)
+    _check_references(sample, bad_image, used, bad_call, fail)
     if sample.task in AUX_TASKS:
         _check_aux_structure(sample, fail)
     else:
@@ -251,38 +272,43 @@ def check_invariants(sample: DialogueSample) -> None:
             fail("task-name", str(err))
             return
         _check_stage(sample, name, fail)
-        _check_task_structure(sample, name, fail)
+        _check_task_structure(sample, name, images, fail)
 
 
-def _check_references(sample: DialogueSample, fail: Any) -> None:
+def _check_references(
+    sample: DialogueSample,
+    bad_image: tuple[int, int] | None,
+    used: set[int],
+    bad_call: tuple[int, int] | None,
+    fail: Any,
+) -> None:
+    """The references the parts make (found by ``check_invariants``'s pass), in this order:
+    image indices in range, every image used, image bytes, call indices, chosen results."""
     n_images = len(sample.images)
-    used: set[int] = set()
-    for i, turn in enumerate(sample.turns):
-        for index in turn.images:
-            if not 0 <= index < n_images:
-                fail(
-                    "image-reference",
-                    f"turn {i} references image {index}, but the sample has {n_images} image(s)",
-                )
-            used.add(index)
-    unused = sorted(set(range(n_images)) - used)
-    if unused:
+    if bad_image is not None:
+        turn, index = bad_image
+        fail(
+            "image-reference",
+            f"turn {turn} references image {index}, but the sample has {n_images} image(s)",
+        )
+    if len(used) != n_images:  # every index in ``used`` is in range: some image is unused
+        unused = sorted(set(range(n_images)) - used)
         fail("image-reference", f"image(s) {unused} are not referenced by any turn")
     for index, image in enumerate(sample.images):
         if not image.data:
             fail("image-bytes", f"image {index} has no bytes")
-    n_calls = len(sample.provenance.llm_calls)
-    for i, turn in enumerate(sample.turns):
-        for part in turn.parts:
-            if part.call is not None and not 0 <= part.call < n_calls:
-                fail(
-                    "call-reference",
-                    f"turn {i} cites LLM call {part.call}, but provenance has {n_calls} call(s)",
-                )
-    for k, call in enumerate(sample.provenance.llm_calls):
-        if call.chosen is not None and not 0 <= call.chosen < len(call.results):
+    calls = sample.provenance.llm_calls
+    if bad_call is not None:
+        turn, call = bad_call
+        fail(
+            "call-reference",
+            f"turn {turn} cites LLM call {call}, but provenance has {len(calls)} call(s)",
+        )
+    for k, llm_call in enumerate(calls):
+        if llm_call.chosen is not None and not 0 <= llm_call.chosen < len(llm_call.results):
             fail(
-                "call-reference", f"LLM call {k} chose result {call.chosen} of {len(call.results)}"
+                "call-reference",
+                f"LLM call {k} chose result {llm_call.chosen} of {len(llm_call.results)}",
             )
 
 
@@ -290,47 +316,49 @@ def _rounds(turn_indices: Iterable[int]) -> set[int]:
     return {t // 2 for t in turn_indices}
 
 
-def _check_task_structure(sample: DialogueSample, name: TaskName, fail: Any) -> None:
+def _check_task_structure(
+    sample: DialogueSample, name: TaskName, images: list[list[int]], fail: Any
+) -> None:
+    """``images``: the image indices each turn holds."""
     turns, prov = sample.turns, sample.provenance
     final = sample.final_turn
     deps, distractors = prov.depends_on, prov.distractor_turns
 
-    for label, indices in (("depends_on", deps), ("distractor_turns", distractors)):
-        if list(indices) != sorted(set(indices)):
-            fail("dependency-turns", f"{label} must be sorted and unique, got {list(indices)}")
-        for t in indices:
-            if not 0 <= t < final:
-                fail(
-                    "dependency-turns",
-                    f"{label} names turn {t}, which does not precede the final turn {final}",
-                )
-    if set(deps) & set(distractors):
-        fail(
-            "dependency-turns",
-            f"turns {sorted(set(deps) & set(distractors))} are both a dependency and a distractor",
-        )
-    for r in _rounds(distractors):
-        if not {2 * r, 2 * r + 1} <= set(distractors):
+    if deps or distractors:
+        for label, indices in (("depends_on", deps), ("distractor_turns", distractors)):
+            if list(indices) != sorted(set(indices)):
+                fail("dependency-turns", f"{label} must be sorted and unique, got {list(indices)}")
+            for t in indices:
+                if not 0 <= t < final:
+                    fail(
+                        "dependency-turns",
+                        f"{label} names turn {t}, which does not precede the final turn {final}",
+                    )
+        if set(deps) & set(distractors):
             fail(
-                "distractor-rounds",
-                f"distractor round {r} must list both turns {2 * r} and {2 * r + 1}",
+                "dependency-turns",
+                f"turns {sorted(set(deps) & set(distractors))} are both a dependency and a distractor",
             )
+        for r in _rounds(distractors):
+            if not {2 * r, 2 * r + 1} <= set(distractors):
+                fail(
+                    "distractor-rounds",
+                    f"distractor round {r} must list both turns {2 * r} and {2 * r + 1}",
+                )
 
     # input modality: an upload in the final user turn
-    user_final = turns[final]
-    has_upload = bool(user_final.images)
+    has_upload = bool(images[final])
     if (name.input == "ti") != has_upload:
         fail(
             "task-structure",
             f"task {name} says input {name.input!r}, but the final user turn "
             f"{'has' if has_upload else 'has no'} uploaded image",
         )
-    if not any(p.type == "text" for p in user_final.parts):
+    if not any(p.type == "text" for p in turns[final].parts):
         fail("task-structure", f"the final user turn {final} has no text")
 
     # output modality: exactly one image, then text for 'ti'
-    answer = turns[final + 1]
-    kinds = [p.type for p in answer.parts]
+    kinds = [p.type for p in turns[final + 1].parts]
     if kinds.count("image") != 1 or kinds[0] != "image":
         fail(
             "task-structure",
@@ -353,14 +381,15 @@ def _check_task_structure(sample: DialogueSample, name: TaskName, fail: Any) -> 
         return
     if not deps:
         fail("task-structure", f"task {name} depends on history, but depends_on is empty")
-    modality = {"i" if turns[t].images else "t" for t in deps}
+    modality = {"i" if images[t] else "t" for t in deps}
     if modality != {name.dependency_modality}:
         fail(
             "task-structure",
             f"task {name} depends on {name.dependency_modality!r} history, but the "
             f"dependency turns {list(deps)} hold {'/'.join(sorted(modality))}",
         )
-    n_dep_rounds = len(_rounds(deps))
+    dep_rounds = _rounds(deps)
+    n_dep_rounds = len(dep_rounds)
     if (n_dep_rounds == 1) != (name.dependency_count == "1"):
         fail(
             "task-structure",
@@ -370,7 +399,7 @@ def _check_task_structure(sample: DialogueSample, name: TaskName, fail: Any) -> 
 
     # depth: rounds between the first dependency and the final turn
     final_round = final // 2
-    between = set(range(min(_rounds(deps)), final_round)) - _rounds(deps)
+    between = set(range(min(dep_rounds), final_round)) - dep_rounds
     undeclared = between - _rounds(distractors)
     if undeclared:
         fail(

@@ -155,3 +155,64 @@ def test_aux_tasks_share_the_contract():
     )
     with pytest.raises(InvariantError, match="answer in text"):
         validate_row(bad)
+
+
+def _text_part(row, turn):
+    return next(p for p in row["turns"][turn]["parts"] if p["type"] == "text")
+
+
+def _image_part(row, turn):
+    return next(p for p in row["turns"][turn]["parts"] if p["type"] == "image")
+
+
+# Samples that break two invariants name the one checked first. The checks share one pass over
+# the parts: the per-turn checks (roles, empty text, image origins) come before every
+# reference check, and the reference checks keep their order (image indices, unused images,
+# image bytes, call indices), whichever turn breaks them.
+ORDER = {
+    "later empty text before an earlier bad image index": (
+        "t_i_0_0",
+        lambda r: (
+            _image_part(r, 1).update(image=9),
+            _text_part(r, 0).update(text=" "),
+        ),
+        "empty-text",
+        "turn 0 has an empty text part",
+    ),
+    "image index before an earlier bad call index": (
+        "t_i_i1_1",
+        lambda r: (_text_part(r, 0).update(call=9), _image_part(r, 3).update(image=7)),
+        "image-reference",
+        "turn 3 references image 7",
+    ),
+    "the first bad image index, in turn order": (
+        "t_i_i1_1",
+        lambda r: (_image_part(r, 1).update(image=8), _image_part(r, 3).update(image=7)),
+        "image-reference",
+        "turn 1 references image 8",
+    ),
+    "image bytes before a bad call index": (
+        "t_i_0_0",
+        lambda r: (
+            _text_part(r, 0).update(call=9),
+            r["images"][0].update(image={"bytes": b"", "path": None}),
+        ),
+        "image-bytes",
+        "image 0 has no bytes",
+    ),
+    "unused image before image bytes": (
+        "t_i_0_0",
+        lambda r: r["images"].append({**r["images"][0], "image": {"bytes": b"", "path": None}}),
+        "image-reference",
+        "image(s) [1] are not referenced",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ORDER))
+def test_the_first_broken_invariant_is_named(case):
+    task, mutate, invariant, message = ORDER[case]
+    with pytest.raises(InvariantError) as err:
+        validate_row(_broken(task, mutate))
+    assert err.value.invariant == invariant, str(err.value)
+    assert message in str(err.value)
