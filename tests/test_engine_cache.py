@@ -8,7 +8,15 @@ import textwrap
 import time
 from pathlib import Path
 
-from ops.engine.cache import ResponseCache, request_key
+from ops.engine.cache import (
+    _ROWS_PER_INSERT,
+    _SCHEMA,
+    ResponseCache,
+    _connect,
+    _insert,
+    _insert_sql,
+    request_key,
+)
 from ops.protocol import GenerationParams, LLMRequest, LLMResponse, Message
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,3 +115,28 @@ def test_answers_survive_sigkill_without_close(tmp_path: Path) -> None:
     assert len(cache) == 50  # committed by time, not by the arrival of a next answer
     key = request_key("openai", "m", LLMRequest("op", (Message("user", "q 7"),)))
     assert cache.get(key) == LLMResponse("a 7", "stop", "m", 1, 1)
+
+
+def test_groups_of_any_size_are_written_with_nine_statement_shapes(tmp_path: Path) -> None:
+    # The writer inserts a group of n rows as the binary digits of n (256, 128, ..., 1 rows a
+    # statement), so sqlite3 compiles and caches nine statements, whatever the group sizes.
+    db = _connect(tmp_path / "c.sqlite")
+    db.execute(_SCHEMA)
+    sizes = [0, 1, 2, 3, 255, 256, 257, 511, 700]
+    written = 0
+    for size in sizes:
+        rows = [(f"k{written + i}".encode(), f"v{written + i}".encode()) for i in range(size)]
+        db.execute("BEGIN")
+        _insert(db, rows)
+        db.execute("COMMIT")
+        written += size
+    keys = {row[0] for row in db.execute("SELECT key FROM responses")}
+    assert keys == {f"k{i}".encode() for i in range(written)}
+    assert db.execute("SELECT value FROM responses WHERE key = ?", (b"k700",)).fetchone() == (
+        b"v700",
+    )
+    assert {len(_insert_sql(n).split("(?, ?)")) - 1 for n in _ROWS_PER_INSERT} == set(
+        _ROWS_PER_INSERT
+    )
+    assert _insert_sql.cache_info().currsize <= len(_ROWS_PER_INSERT)
+    db.close()

@@ -12,15 +12,16 @@ transaction, and ``timeout`` makes a blocked writer wait rather than fail.
 The event loop never waits on the disk. Measured here, a committed insert costs ~75 µs CPU and
 ~370 µs wall (WAL append, checkpoints), more than the rest of a request. So ``put`` keeps the
 row in memory (served from there at once) and a writer thread commits whatever has arrived
-every ``group_s`` (``GROUP_S``, 0.5 s), one transaction per group; sqlite releases the GIL while
-it writes. Waking the thread once per row instead cost ~120 µs of GIL hand-off per row on the
-loop. Each transaction rewrites every page it touches (the key index's pages are hit at random),
-so longer groups cost the writer thread less per answer; at ~300 answers/s, measured here:
-60 µs an answer with 20 ms groups, 37-41 with 100 ms, 22-28 with 250 ms, 14-18 with 500 ms
-(process CPU per operation is ~1 ms, so 100 -> 500 ms took ~2% off it).
+every ``group_s`` (``GROUP_S``, 250 ms), one transaction per group; sqlite releases the GIL
+while it writes. Waking the thread once per row instead cost ~120 µs of GIL hand-off per row on
+the loop. Each transaction rewrites every page it touches (the key index's pages are hit at
+random), so longer groups cost the writer thread less per answer; at ~300 answers/s, measured
+here: 60 µs an answer with 20 ms groups, 37-41 with 100 ms, 22-28 with 250 ms, 14-18 with
+500 ms. Memory goes the other way (a transaction's rows, bound values and dirty pages): at
+concurrency 256 the benchmark's peak RSS was ~149, ~151 and ~154 MB for 100, 250 and 500 ms.
 Durability: an answer is on disk at most ``group_s`` plus one commit after it arrived, whether
-or not more answers follow, so a ``kill -9`` loses only the answers of its last ~0.5 s (a
-resumed run pays those again: ~150 requests at 300 a second); ``synchronous=NORMAL`` never
+or not more answers follow, so a ``kill -9`` loses only the answers of its last ~250 ms (a
+resumed run pays those again: ~75 requests at 300 a second); ``synchronous=NORMAL`` never
 corrupts the file; ``close()`` and ``flush()`` write everything at once. On the loop: a key ~4 µs, a miss ~5 µs, a hit ~35 µs, a put ~1 µs.
 """
 
@@ -30,6 +31,7 @@ import hashlib
 import sqlite3
 import threading
 import time
+from functools import cache
 from pathlib import Path
 
 import orjson
@@ -42,7 +44,7 @@ CACHE_FILE = "responses.sqlite"
 # 18 µs CPU per insert and half the file, against 53 µs. Older cache files keep their table:
 # the statements are the same for both.
 _SCHEMA = "CREATE TABLE IF NOT EXISTS responses (key BLOB PRIMARY KEY, value BLOB NOT NULL)"
-GROUP_S = 0.5  # seconds the writer thread gathers answers into one transaction
+GROUP_S = 0.25  # seconds the writer thread gathers answers into one transaction
 
 
 def request_key(backend: str, model: str, request: LLMRequest) -> bytes:
@@ -59,21 +61,32 @@ def request_key(backend: str, model: str, request: LLMRequest) -> bytes:
     return hashlib.sha256(payload).digest()
 
 
-# Rows per INSERT statement: 800 parameters, under the 999 that SQLite before 3.32 allows.
-_ROWS_PER_INSERT = 400
+# Rows per INSERT statement: powers of two up to 256 (512 parameters, under the 999 that SQLite
+# before 3.32 allows). A group of n rows is inserted as the binary digits of n, so only these
+# nine statements are ever compiled, and sqlite3's statement cache keeps them: one statement
+# per distinct row count (a group's size varies with the answer rate) was compiled each time
+# and cached, up to 128 of them at a few hundred KB each (~40 MB measured for 300 groups of
+# 1-400 rows, ~3 MB with nine sizes).
+_ROWS_PER_INSERT = (256, 128, 64, 32, 16, 8, 4, 2, 1)
+
+
+@cache
+def _insert_sql(rows: int) -> str:
+    return "INSERT OR REPLACE INTO responses VALUES " + ", ".join(["(?, ?)"] * rows)
 
 
 def _insert(db: sqlite3.Connection, rows: list[tuple[bytes, bytes]]) -> None:
-    """Insert ``rows`` with one statement per 400 rows, not one per row: sqlite3 releases the GIL
-    for each statement it steps and takes it back after, so ``executemany`` makes the writer
-    thread contend with the event loop for the GIL twice a row, a multi-row ``VALUES`` list
-    twice a statement (measured: 1,600-2,500 -> 440-610 context switches per 2,000 answers)."""
-    for start in range(0, len(rows), _ROWS_PER_INSERT):
-        chunk = rows[start : start + _ROWS_PER_INSERT]
-        values = ", ".join(["(?, ?)"] * len(chunk))
-        db.execute(
-            f"INSERT OR REPLACE INTO responses VALUES {values}", [x for row in chunk for x in row]
-        )
+    """Insert ``rows`` with a few multi-row statements, not one per row: sqlite3 releases the
+    GIL for each statement it steps and takes it back after, so ``executemany`` makes the
+    writer thread contend with the event loop for the GIL twice a row, a multi-row ``VALUES``
+    list twice a statement (measured: 1,600-2,500 -> 440-610 context switches per 2,000
+    answers)."""
+    start = 0
+    for size in _ROWS_PER_INSERT:
+        while len(rows) - start >= size:
+            chunk = rows[start : start + size]
+            db.execute(_insert_sql(size), [x for row in chunk for x in row])
+            start += size
 
 
 def _connect(path: Path) -> sqlite3.Connection:
