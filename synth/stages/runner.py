@@ -3,12 +3,13 @@
     items[:limit][shard_index::num_shards][cursor:]  ->  build (concurrently, up to ``window``)
                                                      ->  outcomes written in item order
 
-Writing in item order (a reorder buffer: the head of the window is awaited while the rest run)
-makes a shard's bytes a function of the plan alone, so a run killed at any moment and resumed
-writes exactly what an uninterrupted run writes; the cursor the writer commits counts the items
+Writing in item order (a reorder buffer: built outcomes wait for every earlier one) makes a
+shard's bytes a function of the plan alone, so a run killed at any moment and resumed writes
+exactly what an uninterrupted run writes; the cursor the writer commits counts the items
 of this shard whose outcomes are all on disk, and a resumed run skips that many. Every item
 gives exactly one sample or one or more rejects. Concurrency lives in the engine; the window
-only keeps the engine fed (twice its concurrency).
+only keeps the engine fed (twice its concurrency items are built at a time, however long the
+oldest one takes).
 """
 
 from __future__ import annotations
@@ -129,14 +130,37 @@ async def run_shard(
         async with open_engine(cfg) as engine:
             position = writer.cursor
             view.update(position, counters, engine.stats)
+            # In item order: items being built, then built ones waiting for every earlier item
+            # to be written. ``window`` items are built at a time, whether or not the head is
+            # done: a head that waits out a 429's Retry-After must not leave the engine idle.
+            # At most ``window`` more built outcomes wait behind an unfinished head.
             pending: deque[asyncio.Task[Outcome]] = deque()
+            building = 0
+            finished = asyncio.Event()
+
+            def on_done(_: asyncio.Task[Outcome]) -> None:
+                nonlocal building
+                building -= 1
+                finished.set()
+
             try:
                 while True:
-                    while len(pending) < window and (item := next(todo, None)) is not None:
-                        pending.append(asyncio.create_task(build_outcome(stage, cfg, engine, item)))
+                    while (
+                        building < window
+                        and len(pending) < 2 * window
+                        and (item := next(todo, None)) is not None
+                    ):
+                        task = asyncio.create_task(build_outcome(stage, cfg, engine, item))
+                        task.add_done_callback(on_done)
+                        pending.append(task)
+                        building += 1
                     if not pending:
                         break
-                    outcome = await pending.popleft()
+                    if not pending[0].done():
+                        finished.clear()
+                        await finished.wait()
+                        continue
+                    outcome = pending.popleft().result()
                     if isinstance(outcome, DialogueSample):
                         writer.add(outcome)
                         counters.samples += 1
