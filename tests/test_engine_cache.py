@@ -60,7 +60,7 @@ def test_round_trip_and_persistence(tmp_path: Path) -> None:
 _WRITER = textwrap.dedent(
     """
     import sys, time
-    from ops.engine.cache import GROUP_S, ResponseCache, request_key
+    from ops.engine.cache import ResponseCache, request_key
     from ops.protocol import LLMRequest, LLMResponse, Message
     cache_dir, name, start = sys.argv[1], sys.argv[2], float(sys.argv[3])
     cache = ResponseCache(cache_dir)

@@ -11,11 +11,11 @@ from synth.contract import DialogueSample
 from synth.shards import iter_samples, read_manifest
 from synth.stages.config import RunConfig
 from synth.stages.dialogue import Origin, StageContext
-from synth.stages.runner import run_shard
+from synth.stages.runner import run_shard, window_size
 from tests.builders import build_sample
 
 CONCURRENCY = 4
-WINDOW = 16  # the runner's window: max(2 * concurrency, 16)
+WINDOW = window_size(CONCURRENCY)
 ITEMS = 60
 
 

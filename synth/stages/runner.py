@@ -67,6 +67,12 @@ async def open_engine(cfg: RunConfig) -> AsyncIterator[Any]:
         await engine.aclose()
 
 
+def window_size(concurrency: int) -> int:
+    """Items a run builds at a time: twice the engine's concurrency, so the next prompts are
+    ready while its slots are busy (at least 16, for small concurrency)."""
+    return max(2 * concurrency, 16)
+
+
 async def build_outcome(stage: Stage, cfg: RunConfig, backend: Any, item: Any) -> Outcome:
     """One item's outcome; a rejected operation or a broken invariant is a reject, not a crash."""
     if isinstance(item, Reject):
@@ -125,7 +131,7 @@ async def run_shard(
         stage.items(), num_shards=cfg.num_shards, shard_index=cfg.shard_index, limit=cfg.limit
     )
     todo = islice(items, writer.cursor, None)
-    window = max(2 * cfg.concurrency, 16)
+    window = window_size(cfg.concurrency)
     with writer, ProgressView(cfg.progress, total, f"stage {stage.name}") as view:
         async with open_engine(cfg) as engine:
             position = writer.cursor
