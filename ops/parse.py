@@ -186,8 +186,11 @@ def _exact_blocks(text: str, fields: tuple[str, ...], count: int) -> list[list[s
     del chunks[0]  # whatever precedes the first tag
     if len(chunks) != len(expected) or not all(map(str.startswith, chunks, expected)):
         return None
+    # Field j of every block is every ``width``-th chunk from 1 + 2j: a slice a field, and the
+    # blocks are those columns zipped, in C, rather than an index computed for each value.
     width = 2 + 2 * len(fields)
-    return [
-        [chunks[b + 1 + 2 * j][start:] for j, start in enumerate(value_starts)]
-        for b in range(0, len(chunks), width)
+    columns = [
+        [chunk[start:] for chunk in chunks[1 + 2 * j :: width]]
+        for j, start in enumerate(value_starts)
     ]
+    return list(map(list, zip(*columns, strict=True)))
