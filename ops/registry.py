@@ -211,9 +211,19 @@ class OpSpec:
 
     def languages_of(self, values: Mapping[str, Any]) -> tuple[Language, ...]:
         """The language of each result, from the dumped inputs."""
+        if self._fixed_languages is not None:
+            return self._fixed_languages
         return tuple(
             values["language"] if s.language == "input" else s.language for s in self.slots
         )
+
+    @cached_property
+    def _fixed_languages(self) -> tuple[Language, ...] | None:
+        """The results' languages where no slot takes the ``language`` input (all but one
+        operation): run_op and parse read them for every answer."""
+        if any(s.language == "input" for s in self.slots):
+            return None
+        return tuple(s.language for s in self.slots if s.language != "input")
 
     def render(
         self,
@@ -250,15 +260,15 @@ class OpSpec:
         languages = self.languages_of(values)
         blocks = parse_blocks(text, self.tags, self.results)
         sources = tuple(x for k, x in values.items() if isinstance(x, str) and k != "language")
-        groups: dict[str, v.Group] = {}  # the results of each language, in order
-        for language, raw, limits in zip(languages, blocks, self._limits[languages], strict=True):
-            group = groups.get(language)
-            if group is None:
-                group = groups[language] = v.Group(language, [], [], sources)
-            group.texts += raw
-            group.limits += limits
-        for group in groups.values():
-            group.texts = [clean(t, group.language) for t in group.texts]
+        groups = {  # the results of each language, in order
+            language: v.Group(
+                language,
+                [clean(t, language) for b in blocks_of for t in blocks[b]],
+                limits,
+                sources,
+            )
+            for language, blocks_of, limits in self._layouts[languages]
+        }
         validators = {lang: v.needed(self.validators, group) for lang, group in groups.items()}
         # What a FieldCheck reads of the inputs (sources, anchors, exclude), made only when
         # some field is looked at one by one.
@@ -304,13 +314,26 @@ class OpSpec:
                     raise ParseRejection(*failure)
 
     @cached_property
-    def _limits(self) -> dict[tuple[Language, ...], tuple[tuple[int, ...], ...]]:
-        """For each way the results' languages can come out, each field's character limit."""
+    def _layouts(
+        self,
+    ) -> dict[tuple[Language, ...], tuple[tuple[Language, tuple[int, ...], tuple[int, ...]], ...]]:
+        """For each way the results' languages can come out: each language (in order of first
+        appearance), the blocks in that language and the character limit of each of their
+        fields, in order."""
         layouts = {self.languages_of({"language": lang}) for lang in ("en", "zh")}
         return {
             langs: tuple(
-                tuple(v.MAX_CHARS[(lang, f.length or s.length)] for f in self.fields)
-                for lang, s in zip(langs, self.slots, strict=True)
+                (
+                    language,
+                    tuple(b for b, lang in enumerate(langs) if lang == language),
+                    tuple(
+                        v.MAX_CHARS[(language, f.length or s.length)]
+                        for s, lang in zip(self.slots, langs, strict=True)
+                        if lang == language
+                        for f in self.fields
+                    ),
+                )
+                for language in dict.fromkeys(langs)
             )
             for langs in layouts
         }

@@ -9,7 +9,7 @@ contains Chinese, "..." or "maybe" can be quoted.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from importlib import resources
@@ -291,7 +291,7 @@ class Group:
 
     language: Language
     texts: list[str]
-    limits: list[int]  # MAX_CHARS of each text's length class
+    limits: Sequence[int]  # MAX_CHARS of each text's length class
     sources: tuple[str, ...]
 
 
