@@ -290,10 +290,16 @@ class ShardWriter:
             reject.model_dump(), reject.reason, len(reject.payload) + len(reject.raw_response)
         )
 
+    @property
+    def commit_due(self) -> bool:
+        """Whether the next ``mark`` commits (the open samples shard is full): a caller that
+        keeps a summary in the manifest refreshes it then, not at every mark."""
+        return self._samples.rows >= self.cfg.max_rows or self._samples.bytes >= self.cfg.max_bytes
+
     def mark(self, cursor: int) -> None:
         """Record that all outcomes of the first ``cursor`` inputs were added; may commit."""
         self._pending_cursor = cursor
-        if self._samples.rows >= self.cfg.max_rows or self._samples.bytes >= self.cfg.max_bytes:
+        if self.commit_due:
             self.commit()
 
     def commit(self) -> None:

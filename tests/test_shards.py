@@ -95,6 +95,22 @@ def test_rotation_by_bytes(tmp_path):
     assert read_manifest(tmp_path).samples == 6
 
 
+def test_commit_due_says_which_mark_commits(tmp_path):
+    # A caller refreshes what the manifest keeps (the run's usage) only when a mark will commit.
+    w = ShardWriter(tmp_path, shard=ShardConfig(max_rows=3))
+    due = []
+    for i, s in enumerate(_samples(7)):
+        w.add(s)
+        due.append(w.commit_due)
+        if w.commit_due:
+            w.manifest.summary = {"marked": i + 1}
+        w.mark(i + 1)
+    assert due == [False, False, True, False, False, True, False]
+    assert read_manifest(tmp_path).cursor == 6
+    assert read_manifest(tmp_path).summary == {"marked": 6}
+    w.close()
+
+
 def test_resume_continues_after_the_cursor(tmp_path):
     samples = _samples(12)
     w = ShardWriter(tmp_path, shard=ShardConfig(max_rows=5))

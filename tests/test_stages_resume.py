@@ -89,7 +89,11 @@ def test_sigkill_in_each_stage_then_rerun_matches_an_uninterrupted_run(
             fake_openai,
         )
         paid_by_killed_run = set(llm.answered[start:])
-        assert 0 < read_manifest(out).cursor < read_manifest(ref).cursor
+        killed = read_manifest(out)
+        assert 0 < killed.cursor < read_manifest(ref).cursor
+        # Each commit keeps the usage so far in the manifest, so the killed run's paid requests
+        # stay counted.
+        assert 0 < killed.summary["llm"]["requests"] <= len(paid_by_killed_run)
 
         resume = len(llm.answered)
         run_stage(stage, out=out, shard_rows=2, **options, **common)

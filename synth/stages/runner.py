@@ -175,12 +175,15 @@ async def run_shard(
                             writer.add_reject(reject)
                             counters.rejects[reject.reason] += 1
                     position += 1
-                    writer.manifest.summary = counters.usage(engine.stats)
+                    if writer.commit_due:  # the usage so far goes into the manifest it commits
+                        writer.manifest.summary = counters.usage(engine.stats)
                     writer.mark(position)
                     view.update(position, counters, engine.stats)
             finally:
                 for task in pending:
                     task.cancel()
+            view.update(position, counters, engine.stats, final=True)
+            writer.manifest.summary = counters.usage(engine.stats)
             writer.commit()
             summary = counters.summary(writer.manifest, engine.stats, position)
         manifest = writer.close(summary)
