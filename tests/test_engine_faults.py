@@ -9,6 +9,7 @@ import pytest
 
 from ops.engine import Engine, EngineConfig
 from ops.engine.limits import AdaptiveLimiter, Gate
+from ops.engine.stats import EngineStats
 from ops.protocol import GenerationParams, LLMRequest, LLMResponse, Message
 from tests.fakes._server import FakeRequest, FakeServer, FaultPlan
 from tests.fakes.fake_openai import FakeOpenAI
@@ -155,6 +156,23 @@ def test_cost_accounting(fake_openai: FakeOpenAI, tmp_path: Path) -> None:
     assert engine.stats.unpriced == set()
     _, unpriced = asyncio.run(_run_all(_config(fake_openai, tmp_path / "b", model="mystery"), n=1))
     assert unpriced.stats.unpriced == {"mystery"} and unpriced.stats.total.cost_usd == 0
+
+
+def test_usage_by_operation_and_by_model_sums_the_pairs() -> None:
+    stats = EngineStats()
+    for (operation, model), (requests, cost) in {
+        ("caption2query", "m1"): (3, 0.5),
+        ("caption2query", "m2"): (1, 0.25),
+        ("drive_hs", "m1"): (2, 1.0),
+    }.items():
+        usage = stats.usage(operation, model)
+        usage.requests, usage.cost_usd = requests, cost
+    assert {op: u.requests for op, u in stats.by_operation.items()} == {
+        "caption2query": 4,
+        "drive_hs": 2,
+    }
+    assert {m: u.cost_usd for m, u in stats.by_model.items()} == {"m1": 1.5, "m2": 0.25}
+    assert stats.total.requests == 6 and stats.as_dict()["total"]["cost_usd"] == 1.75
 
 
 def test_sporadic_429s_keep_full_concurrency_but_a_storm_halves_it() -> None:

@@ -127,18 +127,17 @@ class Engine:
         return cls(make_backend(config), config)
 
     async def complete(self, request: LLMRequest) -> LLMResponse:
-        op, mod = self.stats.usages(request.operation, self.model)
+        usage = self.stats.usage(request.operation, self.model)
         key = None
         if self._cache is not None:
             key = request_key(self.name, self.model, request)
             hit = self._cache.get(key)
             if hit is not None:
-                op.cache_hits += 1
-                mod.cache_hits += 1
+                usage.cache_hits += 1
                 return hit
-        response = await self._send(request, op, mod)
+        response = await self._send(request, usage)
         if response.finish_reason != "error":  # an error is counted in _failed, never cached
-            self._account(response, op, mod)
+            self._account(response, usage)
             if key is not None and response.finish_reason == "stop":
                 assert self._cache is not None
                 self._cache.put(key, response)
@@ -162,29 +161,27 @@ class Engine:
             if not waiter.done():  # a cancelled operation's waiter is done already
                 waiter.set_result(None)
 
-    async def _send(self, request: LLMRequest, op: Usage, mod: Usage) -> LLMResponse:
+    async def _send(self, request: LLMRequest, usage: Usage) -> LLMResponse:
         try:
-            return await self._attempt(request, op, mod, retry=False)
+            return await self._attempt(request, usage, retry=False)
         except _RETRYABLE as exc:
             first = exc
         except RequestError as exc:
-            return self._failed(request, exc, op, mod)
+            return self._failed(request, exc, usage)
         if self.config.max_retries == 0:
-            return self._failed(request, first, op, mod)
+            return self._failed(request, first, usage)
         log.debug("retrying %s after %r", request.operation, first)
         await asyncio.sleep(backoff_seconds(first, 1))
         retrying = _retrying(self.config.max_retries)
         try:
             async for attempt in retrying:
                 with attempt:
-                    return await self._attempt(request, op, mod, retry=True)
+                    return await self._attempt(request, usage, retry=True)
         except (*_RETRYABLE, RequestError) as exc:
-            return self._failed(request, exc, op, mod)
+            return self._failed(request, exc, usage)
         raise AssertionError("unreachable: tenacity either returns or reraises")
 
-    async def _attempt(
-        self, request: LLMRequest, op: Usage, mod: Usage, *, retry: bool
-    ) -> LLMResponse:
+    async def _attempt(self, request: LLMRequest, usage: Usage, *, retry: bool) -> LLMResponse:
         await self.limiter.acquire(priority=retry)
         estimate = 0.0
         try:
@@ -193,16 +190,13 @@ class Engine:
             if self._tpm is not None:
                 estimate = _estimate_tokens(request)
                 await self._tpm.take(estimate)
-            op.attempts += 1
-            mod.attempts += 1
+            usage.attempts += 1
             if retry:
-                op.retries += 1
-                mod.retries += 1
+                usage.retries += 1
             try:
                 response = await self.backend.complete(request)
             except RateLimitedError as exc:
-                op.rate_limited += 1
-                mod.rate_limited += 1
+                usage.rate_limited += 1
                 self.limiter.on_rate_limited(exc.retry_after)
                 raise
             self.limiter.on_success()
@@ -215,24 +209,19 @@ class Engine:
                 self._tpm.settle(estimate, 0.0)  # refused: those tokens were not spent
             self.limiter.release()
 
-    def _account(self, response: LLMResponse, op: Usage, mod: Usage) -> None:
-        cost = (
+    def _account(self, response: LLMResponse, usage: Usage) -> None:
+        usage.requests += 1
+        usage.prompt_tokens += response.prompt_tokens
+        usage.completion_tokens += response.completion_tokens
+        usage.cost_usd += (
             response.prompt_tokens * self._price_in + response.completion_tokens * self._price_out
         ) * 1e-6
-        truncated = response.finish_reason in ("length", "content_filter")
-        for usage in (op, mod):
-            usage.requests += 1
-            usage.prompt_tokens += response.prompt_tokens
-            usage.completion_tokens += response.completion_tokens
-            usage.cost_usd += cost
-            usage.truncated += truncated
+        if response.finish_reason in ("length", "content_filter"):
+            usage.truncated += 1
 
-    def _failed(
-        self, request: LLMRequest, exc: BaseException, op: Usage, mod: Usage
-    ) -> LLMResponse:
+    def _failed(self, request: LLMRequest, exc: BaseException, usage: Usage) -> LLMResponse:
         log.warning("%s failed for good: %s", request.operation, exc)
-        op.errors += 1
-        mod.errors += 1
+        usage.errors += 1
         return LLMResponse(
             text=f"{type(exc).__name__}: {exc}", finish_reason="error", model=self.model
         )

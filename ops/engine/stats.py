@@ -28,24 +28,40 @@ class Usage:
 
 @dataclass
 class EngineStats:
-    by_operation: dict[str, Usage] = field(default_factory=dict)
-    by_model: dict[str, Usage] = field(default_factory=dict)
+    """Usage of each (operation, model) pair; totals by operation and by model are summed
+    when read (by the summary at each commit and the progress bar), not kept apart: the engine
+    then counts each answer once."""
+
+    by_pair: dict[tuple[str, str], Usage] = field(default_factory=dict)
     # Models that answered but have no entry in the price table: their cost is counted as 0.
     unpriced: set[str] = field(default_factory=set)
 
-    def usages(self, operation: str, model: str) -> tuple[Usage, Usage]:
-        op = self.by_operation.get(operation)
-        if op is None:
-            op = self.by_operation[operation] = Usage()
-        mod = self.by_model.get(model)
-        if mod is None:
-            mod = self.by_model[model] = Usage()
-        return op, mod
+    def usage(self, operation: str, model: str) -> Usage:
+        """The counters of ``operation`` answered by ``model``."""
+        key = (operation, model)
+        usage = self.by_pair.get(key)
+        if usage is None:
+            usage = self.by_pair[key] = Usage()
+        return usage
+
+    def _summed(self, part: int) -> dict[str, Usage]:
+        sums: dict[str, Usage] = {}
+        for key, usage in self.by_pair.items():
+            sums.setdefault(key[part], Usage()).add(usage)
+        return sums
+
+    @property
+    def by_operation(self) -> dict[str, Usage]:
+        return self._summed(0)
+
+    @property
+    def by_model(self) -> dict[str, Usage]:
+        return self._summed(1)
 
     @property
     def total(self) -> Usage:
         total = Usage()
-        for usage in self.by_model.values():
+        for usage in self.by_pair.values():
             total.add(usage)
         return total
 
