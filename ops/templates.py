@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -43,8 +43,20 @@ def prompts_dir() -> str:
     return str(resources.files("prompts"))
 
 
+class PromptEnvironment(ImmutableSandboxedEnvironment):
+    """The prompts' environment: a template's globals are a plain dict, not Jinja's ChainMap
+    over the environment's globals. This environment has none and never gets any (see
+    ``make_environment``), so the two hold the same; but at every render each ``{% from ...
+    import %}`` subtracts the partial's global names from the context's, and a ChainMap's keys
+    are subtracted through ``collections.abc`` in Python (~1.5 of the ~22 us a caption2query
+    render takes), a dict's in C."""
+
+    def make_globals(self, d: MutableMapping[str, Any] | None) -> MutableMapping[str, Any]:
+        return {**self.globals, **(d or {})}
+
+
 def make_environment(loader: BaseLoader | None = None) -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(
+    env = PromptEnvironment(
         loader=loader or FileSystemLoader(prompts_dir()),
         undefined=StrictUndefined,
         autoescape=False,  # prompts are plain text; escaping would change what the model reads
