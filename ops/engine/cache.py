@@ -17,14 +17,17 @@ while it writes. Waking the thread once per row instead cost ~120 µs of GIL han
 the loop. Each transaction rewrites every page it touches (the key index's pages are hit at
 random), so longer groups cost the writer thread less per answer. Measured here in one sitting
 (the cache alone, ~300 answers/s): 37-41 µs an answer with 100 ms groups, 22-28 with 250 ms,
-14-18 with 500 ms (an earlier sitting: 60 with 20 ms, 27 with 100 ms). Memory goes the other way (a transaction's rows, bound values and dirty pages): against
-100 ms groups, the benchmark's peak RSS at concurrency 256 was ~2 MB higher with 250 ms and
-~5 MB higher with 500 ms.
+14-18 with 500 ms (an earlier sitting: 60 with 20 ms, 27 with 100 ms). Memory goes the other
+way (a transaction's rows, bound values and dirty pages): against 100 ms groups, the
+benchmark's peak RSS at concurrency 256 was ~2 MB higher with 250 ms and ~5 MB higher with
+500 ms.
 Durability: an answer is on disk at most ``group_s`` plus one commit after it arrived, whether
 or not more answers follow, so a ``kill -9`` loses only the answers of its last ~250 ms (a
 resumed run pays those again: ~75 requests at 300 a second); ``synchronous=NORMAL`` never
-corrupts the file; ``close()`` and ``flush()`` write everything at once. On the loop: a key
-~4 µs, a miss ~5 µs, a hit ~35 µs, a put ~1 µs.
+corrupts the file; ``close()`` and ``flush()`` write everything at once. On the loop, 2,000
+of each back to back in one sitting: a key 5-11 µs (a 4 KB caption2query prompt), a miss
+4-5 µs (a SQLite read), a put 4-6 µs, a hit 9-16 µs. After a pause, as a run issues them
+between network waits, each costs several times that (a miss after 3 ms idle: ~50 µs).
 """
 
 from __future__ import annotations

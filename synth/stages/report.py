@@ -127,7 +127,7 @@ class ProgressView:
             return
         self._next_update = now + self.REFRESH_S
         total = stats.total
-        elapsed = max(time.monotonic() - counters.started, 1e-9)
+        elapsed = max(now - counters.started, 1e-9)
         self._progress.update(
             self._task,
             completed=done,
