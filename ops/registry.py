@@ -221,9 +221,8 @@ class OpSpec:
     def _fixed_languages(self) -> tuple[Language, ...] | None:
         """The results' languages where no slot takes the ``language`` input (all but one
         operation): run_op and parse read them for every answer."""
-        if any(s.language == "input" for s in self.slots):
-            return None
-        return tuple(s.language for s in self.slots if s.language != "input")
+        fixed = tuple(s.language for s in self.slots if s.language != "input")
+        return fixed if len(fixed) == len(self.slots) else None
 
     def render(
         self,
