@@ -14,14 +14,16 @@ is a fresh child process, so its CPU time and peak RSS are its own:
   same pre-rendered request bodies and checking ``finish_reason`` (on a 429 it sleeps the
   Retry-After outside the semaphore and resends).
 
-Both run under ``synth.runtime.gc_tuned``, the garbage-collector settings of ``synth run``.
+Both run on the event loop of ``synth run`` (uvloop where installed; ``--loop asyncio`` for
+asyncio's own) and under its garbage-collector settings; the engine also under its Arrow
+allocator (``synth.runtime.run_async``).
 Reported: wall time, requests/s, CPU ms per operation after start-up (imports, server start and
 session set-up excluded), peak RSS, and the start-up time of a 10-operation run (exec to exit).
 Every engine run checks all results: each answer must be exactly what the server computed for
 that prompt, parsed into six results, with the chosen text in the shard.
 
     python bench/bench_ops.py                   # full table, writes bench/results/bench_ops.json
-    python bench/bench_ops.py --n 200 --quick   # a smoke run
+    python bench/bench_ops.py --n 200 --concurrency 64 --out /tmp/smoke.json   # a smoke run
 """
 
 from __future__ import annotations
@@ -229,18 +231,17 @@ async def _bare_run(args: argparse.Namespace) -> tuple[float, float, dict[str, A
 
 
 def child(args: argparse.Namespace) -> None:
-    if args.loop == "uvloop":
-        import uvloop
+    from synth.runtime import gc_tuned, loop_factory, run_async
 
-        uvloop.install()
-    from synth.runtime import gc_tuned
-
-    # Both modes run under the collector settings `synth run` uses, so the ratio measures code.
-    with tempfile.TemporaryDirectory() as tmp, gc_tuned():
+    # Both modes run on the event loop and under the collector settings of `synth run`, so the
+    # ratio measures code; the engine under all of its process settings (Arrow's allocator too:
+    # the bare loop writes no Parquet, and importing pyarrow would add ~30 MB to its RSS).
+    with tempfile.TemporaryDirectory() as tmp:
         if args.mode == "engine":
-            wall, cpu, extra = asyncio.run(_engine_run(args, Path(tmp)))
+            wall, cpu, extra = run_async(_engine_run(args, Path(tmp)), args.loop)
         else:
-            wall, cpu, extra = asyncio.run(_bare_run(args))
+            with gc_tuned(), asyncio.Runner(loop_factory=loop_factory(args.loop)) as runner:
+                wall, cpu, extra = runner.run(_bare_run(args))
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": rss_mb, **extra}))
 
@@ -275,7 +276,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--concurrency", type=int, nargs="*", default=[64, 256])
-    ap.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
+    ap.add_argument(
+        "--loop", choices=["auto", "uvloop", "asyncio"], default="auto", help="as synth run's"
+    )
     ap.add_argument(
         "--repeat",
         type=int,
@@ -293,6 +296,7 @@ def main() -> None:
 
     # The server answers from a table computed here, by the same function it would call, so
     # that its CPU goes to HTTP: it must not be the bottleneck.
+    from synth.runtime import loop_factory
     from tests.fakes.answers import AnswerTable, caption2query_answer
 
     table = AnswerTable.build(
@@ -332,7 +336,7 @@ def main() -> None:
             print(f"start-up, 10-operation run, exec to exit: {startup['exec_to_exit_s']:.2f} s")
     report = {
         "n": args.n,
-        "loop": args.loop,
+        "loop": "asyncio" if loop_factory(args.loop) is None else "uvloop",
         "cpus": len(os.sched_getaffinity(0)),
         "load_avg_at_end": os.getloadavg(),
         "rows": rows,

@@ -1,14 +1,20 @@
-"""synth.runtime: the collector settings of a run are applied, still collect cycles, and are
-restored afterwards (``synth.stages.run`` may be called from a notebook)."""
+"""synth.runtime: a run's process settings (collector, event loop, Arrow's allocator) are
+applied, still collect cycles, and are restored afterwards (``synth.stages.run`` may be called
+from a notebook)."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import inspect
+import sys
 import weakref
 
+import pyarrow as pa
 import pytest
 
-from synth.runtime import GC_YOUNG_THRESHOLD, gc_tuned
+from synth.runtime import GC_YOUNG_THRESHOLD, gc_tuned, loop_factory, run_async
+from synth.stages.config import load_run_config
 
 
 class _Node:
@@ -39,3 +45,53 @@ def test_gc_tuned_restores_after_an_error():
         raise RuntimeError("a run that fails")
     assert gc.get_threshold() == before
     assert gc.get_freeze_count() == 0
+
+
+async def _settings() -> tuple[str, str, int]:
+    loop = asyncio.get_running_loop()
+    return type(loop).__module__, pa.default_memory_pool().backend_name, gc.get_threshold()[0]
+
+
+def test_run_async_runs_on_uvloop_with_the_system_allocator_and_restores_both():
+    pytest.importorskip("uvloop")
+    pool, threshold = pa.default_memory_pool().backend_name, gc.get_threshold()
+    module, backend, young = run_async(_settings())
+    assert module.startswith("uvloop") and backend == "system" and young == GC_YOUNG_THRESHOLD
+    assert pa.default_memory_pool().backend_name == pool != "system"
+    assert gc.get_threshold() == threshold and gc.get_freeze_count() == 0
+
+
+def test_run_async_restores_the_allocator_after_an_error():
+    pool = pa.default_memory_pool().backend_name
+
+    async def fails() -> None:
+        raise RuntimeError("a run that fails")
+
+    with pytest.raises(RuntimeError, match="a run that fails"):
+        run_async(fails())
+    assert pa.default_memory_pool().backend_name == pool
+
+
+def test_asyncio_loop_on_request():
+    module, _, _ = run_async(_settings(), "asyncio")
+    assert module.startswith("asyncio")
+
+
+def test_without_uvloop_auto_falls_back_and_uvloop_is_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # as where it is not installed (Windows)
+    assert loop_factory("auto") is None
+    module, _, _ = run_async(_settings())
+    assert module.startswith("asyncio")
+    main = _settings()
+    with pytest.raises(ValueError, match="pip install uvloop, or choose 'asyncio'"):
+        run_async(main, "uvloop")
+    assert inspect.getcoroutinestate(main) == inspect.CORO_CLOSED  # closed, not left unawaited
+
+
+def test_the_event_loop_is_a_runtime_option_a_resume_may_change():
+    auto = load_run_config("a", None, {})
+    chosen = load_run_config("a", None, {"event_loop": "asyncio"})
+    assert (auto.event_loop, chosen.event_loop) == ("auto", "asyncio")
+    assert auto.identity() == chosen.identity()
+    with pytest.raises(ValueError, match="event_loop"):
+        load_run_config("a", None, {"event_loop": "trio"})

@@ -8,12 +8,10 @@ shard of one stage into an output directory, resumably. ``synth run stage-a|b|c`
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-from synth.runtime import gc_tuned
+from synth.runtime import run_async
 from synth.shards import Manifest, read_manifest
 from synth.stages.config import RunConfig, load_run_config
 
@@ -39,7 +37,7 @@ def run(cfg: RunConfig) -> Manifest:
         sources = load_sources_file(cfg.sources)
         config["sources_file"] = str(Path(cfg.sources).resolve())
         config["sources"] = [s.model_dump(mode="json") for s in sources.sources]
-        return _run_loop(run_shard(StageA(cfg, sources), cfg, config))
+        return run_async(run_shard(StageA(cfg, sources), cfg, config), cfg.event_loop)
 
     if not cfg.input:
         raise ValueError(f"stage {cfg.stage} reads --in DIR, the output of an earlier stage")
@@ -60,15 +58,10 @@ def run(cfg: RunConfig) -> Manifest:
                 "which is not there; pass --sources FILE"
             )
         pool = DistractorPool(load_sources_file(sources_file), cfg.distractor_pool)
-        return _run_loop(run_shard(StageB(cfg, in_dirs, pool), cfg, config, total))
+        return run_async(run_shard(StageB(cfg, in_dirs, pool), cfg, config, total), cfg.event_loop)
     from synth.stages.stage_c import StageC
 
-    return _run_loop(run_shard(StageC(cfg, in_dirs), cfg, config, total))
-
-
-def _run_loop(shard: Coroutine[Any, Any, Manifest]) -> Manifest:
-    with gc_tuned():  # a run is many short operations on a large start-up heap
-        return asyncio.run(shard)
+    return run_async(run_shard(StageC(cfg, in_dirs), cfg, config, total), cfg.event_loop)
 
 
 def _complete_manifest(in_dir: Path) -> Manifest:

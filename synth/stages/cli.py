@@ -55,6 +55,9 @@ def _command(stage: str) -> Any:
         progress: Annotated[
             bool | None, typer.Option("--progress/--no-progress", help="live progress bar")
         ] = None,
+        event_loop: Annotated[
+            str | None, typer.Option(help="auto (uvloop where installed) | uvloop | asyncio")
+        ] = None,
     ) -> None:
         options = dict(locals())  # first: only the parameters
         from synth.stages import load_run_config, run
