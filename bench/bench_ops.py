@@ -15,8 +15,8 @@ is a fresh child process, so its CPU time and peak RSS are its own:
   Retry-After outside the semaphore and resends).
 
 Both run on the event loop of ``synth run`` (uvloop where installed; ``--loop asyncio`` for
-asyncio's own) and under its garbage-collector settings; the engine also under its Arrow
-allocator (``synth.runtime.run_async``).
+asyncio's own) and under its garbage-collector settings (``synth.runtime``); Arrow allocates
+with the system allocator, as in ``synth run``.
 Reported: wall time, requests/s, CPU ms per operation after start-up (imports, server start and
 session set-up excluded), peak RSS, and the start-up time of a 10-operation run (exec to exit).
 Every engine run checks all results: each answer must be exactly what the server computed for
@@ -231,17 +231,16 @@ async def _bare_run(args: argparse.Namespace) -> tuple[float, float, dict[str, A
 
 
 def child(args: argparse.Namespace) -> None:
-    from synth.runtime import gc_tuned, loop_factory, run_async
+    from synth.runtime import prefer_system_allocator, run_async
 
+    prefer_system_allocator()  # as `synth run` does, before anything imports pyarrow
     # Both modes run on the event loop and under the collector settings of `synth run`, so the
-    # ratio measures code; the engine under all of its process settings (Arrow's allocator too:
-    # the bare loop writes no Parquet, and importing pyarrow would add ~30 MB to its RSS).
+    # ratio measures code.
     with tempfile.TemporaryDirectory() as tmp:
         if args.mode == "engine":
             wall, cpu, extra = run_async(_engine_run(args, Path(tmp)), args.loop)
         else:
-            with gc_tuned(), asyncio.Runner(loop_factory=loop_factory(args.loop)) as runner:
-                wall, cpu, extra = runner.run(_bare_run(args))
+            wall, cpu, extra = run_async(_bare_run(args), args.loop)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": rss_mb, **extra}))
 

@@ -1,8 +1,9 @@
 """Process settings for a synthesis run: many short operations on one event loop.
 
-``run_async`` runs a stage's coroutine under the three settings below, each restored on exit
-(``synth.stages.run`` may be called from a notebook). The benchmarks run under it too, so that
-what they measure is what ``synth run`` does.
+``run_async`` runs a stage's coroutine under the first two settings below, each restored on
+exit (``synth.stages.run`` may be called from a notebook); the third is the ``synth run``
+command's, made before pyarrow loads. The benchmarks run under the same settings, so that what
+they measure is what ``synth run`` does.
 
 **Garbage collector.** A run is a long loop of short-lived operations (render, request, parse,
 write) on top of a large heap built once at start-up (modules, templates, pydantic validators:
@@ -28,7 +29,8 @@ and its loop).
 **Arrow's allocator.** pyarrow allocates from mimalloc by default, which keeps the pages of
 freed buffers. A shard writer frees its page and compression buffers at every row group, so
 under mimalloc they stay resident: ``bench/bench_ops.py``'s engine at concurrency 256 with 5%
-429s peaked at 146-147 MB, and at 137-139 MB with the system allocator, at no CPU cost measured.
+429s peaked at 146-147 MB, and at 137-139 MB with the system allocator, at no CPU cost measured
+(``prefer_system_allocator``; ``ARROW_DEFAULT_MEMORY_POOL`` set by the user wins).
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import importlib.util
+import os
+import sys
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Any, Literal, TypeVar
@@ -75,18 +79,14 @@ def loop_factory(name: EventLoopName = "auto") -> Callable[[], asyncio.AbstractE
     return uvloop.new_event_loop
 
 
-@contextmanager
-def arrow_system_pool() -> Iterator[None]:
-    """Allocate Arrow buffers with the system allocator (see the module docstring); restored
-    on exit. Buffers remember their pool, so those that outlive the block are freed correctly."""
-    import pyarrow as pa
-
-    before = pa.default_memory_pool()
-    pa.set_memory_pool(pa.system_memory_pool())
-    try:
-        yield
-    finally:
-        pa.set_memory_pool(before)
+def prefer_system_allocator() -> None:
+    """Have pyarrow allocate with the system allocator unless the user chose one (see the module
+    docstring). Call it before pyarrow is imported: its C++ default pool, which the Parquet
+    writer's column buffers come from, is fixed then and ``pa.set_memory_pool`` does not reach
+    it. ``synth run`` calls it first thing; a process that already imported pyarrow is left as
+    it is."""
+    if "pyarrow" not in sys.modules:
+        os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
 
 
 def run_async(main: Coroutine[Any, Any, T], event_loop: EventLoopName = "auto") -> T:
@@ -96,5 +96,5 @@ def run_async(main: Coroutine[Any, Any, T], event_loop: EventLoopName = "auto") 
     except ValueError:
         main.close()  # never started: no "was never awaited" warning on top of the error
         raise
-    with arrow_system_pool(), gc_tuned(), asyncio.Runner(loop_factory=factory) as runner:
+    with gc_tuned(), asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(main)

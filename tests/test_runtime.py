@@ -7,10 +7,11 @@ from __future__ import annotations
 import asyncio
 import gc
 import inspect
+import os
+import subprocess
 import sys
 import weakref
 
-import pyarrow as pa
 import pytest
 
 from synth.runtime import GC_YOUNG_THRESHOLD, gc_tuned, loop_factory, run_async
@@ -47,40 +48,27 @@ def test_gc_tuned_restores_after_an_error():
     assert gc.get_freeze_count() == 0
 
 
-async def _settings() -> tuple[str, str, int]:
-    loop = asyncio.get_running_loop()
-    return type(loop).__module__, pa.default_memory_pool().backend_name, gc.get_threshold()[0]
+async def _settings() -> tuple[str, int]:
+    return type(asyncio.get_running_loop()).__module__, gc.get_threshold()[0]
 
 
-def test_run_async_runs_on_uvloop_with_the_system_allocator_and_restores_both():
+def test_run_async_runs_on_uvloop_under_the_collector_settings_and_restores_them():
     pytest.importorskip("uvloop")
-    pool, threshold = pa.default_memory_pool().backend_name, gc.get_threshold()
-    module, backend, young = run_async(_settings())
-    assert module.startswith("uvloop") and backend == "system" and young == GC_YOUNG_THRESHOLD
-    assert pa.default_memory_pool().backend_name == pool != "system"
+    threshold = gc.get_threshold()
+    module, young = run_async(_settings())
+    assert module.startswith("uvloop") and young == GC_YOUNG_THRESHOLD
     assert gc.get_threshold() == threshold and gc.get_freeze_count() == 0
 
 
-def test_run_async_restores_the_allocator_after_an_error():
-    pool = pa.default_memory_pool().backend_name
-
-    async def fails() -> None:
-        raise RuntimeError("a run that fails")
-
-    with pytest.raises(RuntimeError, match="a run that fails"):
-        run_async(fails())
-    assert pa.default_memory_pool().backend_name == pool
-
-
 def test_asyncio_loop_on_request():
-    module, _, _ = run_async(_settings(), "asyncio")
+    module, _ = run_async(_settings(), "asyncio")
     assert module.startswith("asyncio")
 
 
 def test_without_uvloop_auto_falls_back_and_uvloop_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "uvloop", None)  # as where it is not installed (Windows)
     assert loop_factory("auto") is None
-    module, _, _ = run_async(_settings())
+    module, _ = run_async(_settings())
     assert module.startswith("asyncio")
     main = _settings()
     with pytest.raises(ValueError, match="pip install uvloop, or choose 'asyncio'"):
@@ -95,3 +83,28 @@ def test_the_event_loop_is_a_runtime_option_a_resume_may_change():
     assert auto.identity() == chosen.identity()
     with pytest.raises(ValueError, match="event_loop"):
         load_run_config("a", None, {"event_loop": "trio"})
+
+
+_POOL = "import pyarrow as pa; print(pa.default_memory_pool().backend_name)"
+
+
+def _pool_after(code: str, **env: str) -> str:
+    clean = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    done = subprocess.run(
+        [sys.executable, "-c", f"{code}; {_POOL}"],
+        capture_output=True, text=True, check=True, env={**clean, **env},
+    )  # fmt: skip
+    return done.stdout.strip()
+
+
+def test_the_system_allocator_is_preferred_before_pyarrow_loads_and_a_user_choice_wins():
+    prefer = "from synth.runtime import prefer_system_allocator; prefer_system_allocator()"
+    assert _pool_after(prefer) == "system"
+    assert _pool_after(prefer, ARROW_DEFAULT_MEMORY_POOL="mimalloc") == "mimalloc"
+    assert _pool_after(f"import pyarrow; {prefer}") != "system"  # too late: left as it is
+
+
+def test_the_command_line_loads_no_pyarrow_before_the_run_command_chooses_the_allocator():
+    code = "import sys; import synth.cli; print('pyarrow' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

@@ -9,11 +9,13 @@ shard of one stage into an output directory, resumably. ``synth run stage-a|b|c`
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from synth.runtime import run_async
-from synth.shards import Manifest, read_manifest
 from synth.stages.config import RunConfig, load_run_config
+
+if TYPE_CHECKING:  # pyarrow loads with the shards, after `synth run` chose its allocator
+    from synth.shards import Manifest
 
 __all__ = ["RunConfig", "load_run_config", "run"]
 
@@ -65,6 +67,8 @@ def run(cfg: RunConfig) -> Manifest:
 
 
 def _complete_manifest(in_dir: Path) -> Manifest:
+    from synth.shards import read_manifest
+
     upstream = read_manifest(in_dir)
     parts = len(list(in_dir.glob("manifest-*.json")))
     if not upstream.complete or parts != upstream.num_parts:

@@ -60,6 +60,9 @@ def _command(stage: str) -> Any:
         ] = None,
     ) -> None:
         options = dict(locals())  # first: only the parameters
+        from synth.runtime import prefer_system_allocator
+
+        prefer_system_allocator()  # before the stages import pyarrow
         from synth.stages import load_run_config, run
 
         config_file = options.pop("config")
