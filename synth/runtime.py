@@ -22,15 +22,17 @@ larger batches; the frozen objects live as long as the process in any case.
 
 **Event loop.** uvloop where it is installed (a dependency everywhere but Windows): the
 engine's process spends most of its CPU in the loop and the HTTP client, not in operations.
-``bench/bench_ops.py``, engine at concurrency 64, the same code on either loop, 28 alternated
-pairs: -0.073 +- 0.022 ms CPU per operation (about -8%), at ~2 MB more peak RSS (the extension
-and its loop).
+``bench/bench_ops.py``'s engine at concurrency 64, the same code on either loop, alternated:
+-0.073 +- 0.022 ms CPU per operation over 28 pairs (about -8%); in a later sitting, 8 rounds,
+0.93 -> 0.90 ms. Peak RSS is ~2.4 MB higher (the extension and its loop).
 
 **Arrow's allocator.** pyarrow allocates from mimalloc by default, which keeps the pages of
 freed buffers. A shard writer frees its page and compression buffers at every row group, so
 under mimalloc they stay resident: ``bench/bench_ops.py``'s engine at concurrency 256 with 5%
-429s peaked at 146-147 MB, and at 137-139 MB with the system allocator, at no CPU cost measured
-(``prefer_system_allocator``; ``ARROW_DEFAULT_MEMORY_POOL`` set by the user wins).
+429s peaked at 146-147 MB on asyncio's loop and 149 MB on uvloop's, and at 138 / 140 MB with
+the system allocator, at no CPU cost measured (8 rounds at concurrency 64: 0.907 ms under
+mimalloc, 0.904 under the system allocator). ``prefer_system_allocator`` chooses it;
+``ARROW_DEFAULT_MEMORY_POOL`` set by the user wins.
 """
 
 from __future__ import annotations
