@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import weakref
+from pathlib import Path
 
 import pytest
 
@@ -88,11 +89,14 @@ def test_the_event_loop_is_a_runtime_option_a_resume_may_change():
 _POOL = "import pyarrow as pa; print(pa.default_memory_pool().backend_name)"
 
 
+def _no_pool_choice() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+
+
 def _pool_after(code: str, **env: str) -> str:
-    clean = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
     done = subprocess.run(
         [sys.executable, "-c", f"{code}; {_POOL}"],
-        capture_output=True, text=True, check=True, env={**clean, **env},
+        capture_output=True, text=True, check=True, env={**_no_pool_choice(), **env},
     )  # fmt: skip
     return done.stdout.strip()
 
@@ -104,7 +108,17 @@ def test_the_system_allocator_is_preferred_before_pyarrow_loads_and_a_user_choic
     assert _pool_after(f"import pyarrow; {prefer}") != "system"  # too late: left as it is
 
 
-def test_the_command_line_loads_no_pyarrow_before_the_run_command_chooses_the_allocator():
-    code = "import sys; import synth.cli; print('pyarrow' in sys.modules)"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "False"
+def test_synth_run_writes_its_shards_with_the_system_allocator(tmp_path):
+    # The command must choose before anything it imports loads pyarrow.
+    report = (
+        "atexit.register(lambda: print(__import__('pyarrow').default_memory_pool().backend_name))"
+    )
+    sources = Path(__file__).resolve().parents[1] / "examples" / "sources.yaml"
+    argv = ["synth", "run", "stage-a", "--sources", str(sources), "--limit", "2",
+            "--out", str(tmp_path / "a"), "--no-progress"]  # fmt: skip
+    code = f"import atexit, sys; {report}; sys.argv = {argv!r}; from synth.cli import main; main()"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True, text=True, check=True, env=_no_pool_choice(),
+    )  # fmt: skip
+    assert "stage a: 2 samples" in done.stdout and done.stdout.strip().endswith("system")
