@@ -2,8 +2,8 @@
 
 ``run_async`` runs a stage's coroutine under the first two settings below, each restored on
 exit (``synth.stages.run`` may be called from a notebook); the third is the ``synth run``
-command's, made before pyarrow loads. The benchmarks run under the same settings, so that what
-they measure is what ``synth run`` does.
+command's, made before pyarrow loads. ``bench/bench_ops.py`` applies the same settings and
+``bench/bench_stage_a.py`` runs the command, so that what they measure is what ``synth run`` does.
 
 **Garbage collector.** A run is a long loop of short-lived operations (render, request, parse,
 write) on top of a large heap built once at start-up (modules, templates, pydantic validators:
@@ -22,7 +22,7 @@ larger batches; the frozen objects live as long as the process in any case.
 
 **Event loop.** uvloop where it is installed (a dependency everywhere but Windows). The
 loop and the HTTP client take about a third of the engine's CPU per operation (the benchmark's
-bare aiohttp loop costs 0.25-0.35 ms a request, the engine ~0.9), and uvloop runs the loop in C.
+bare aiohttp loop costs 0.24-0.31 ms a request, the engine 0.7-1.0), and uvloop runs the loop in C.
 ``bench/bench_ops.py``'s engine at concurrency 64, the same code on either loop, alternated:
 -0.073 +- 0.022 ms CPU per operation over 28 pairs (about -8%); in a later sitting, 8 rounds,
 0.93 -> 0.90 ms. Peak RSS is ~2.4 MB higher (the extension and its loop).
