@@ -6,6 +6,10 @@ never touches a DataFrame. The shard writer's schema uses only strings, binaries
 integers, lists and structs, so this module lays those out directly (validity bitmaps, int32
 offsets, little-endian values) and hands the buffers to ``pa.Array.from_buffers``. The arrays
 hold the same values as ``pa.Table.from_pylist`` builds, so the Parquet bytes are the same.
+
+A row or struct value is a mapping, or an object whose attributes bear the field names (a
+``DialogueSample`` and its nested models): the shard writer passes samples as they are, since
+dumping each into nested dicts first (``to_row``) cost as much as laying out its columns.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ import sys
 from array import array
 from collections.abc import Iterable, Sequence
 from itertools import accumulate, chain, repeat
-from operator import is_not, itemgetter
+from operator import attrgetter, is_not, itemgetter
+from types import SimpleNamespace
 from typing import Any
 
 import pyarrow as pa
@@ -22,6 +27,7 @@ import pyarrow as pa
 _INT_CODES = {pa.int32(): "i", pa.int64(): "q"}
 _DIGITS = bytes.maketrans(b"\x00\x01", b"01")
 _INT32_MAX = 2**31 - 1
+_NO_FIELDS = SimpleNamespace()  # a null struct among objects: every attribute is missing
 
 
 def _validity(values: Sequence[Any], nulls: int) -> pa.Buffer | None:
@@ -70,16 +76,22 @@ def _joined(items: list[Any], type_: pa.DataType) -> tuple[bytes, Iterable[int]]
     return b"".join(encoded), map(len, encoded)
 
 
-def _fields(dicts: list[dict[str, Any]], names: list[str]) -> Iterable[Sequence[Any]]:
-    """For each of ``names``, its value in each of ``dicts`` (None where a dict lacks it)."""
-    if not dicts:
+def _fields(values: list[Any], names: list[str]) -> Iterable[Sequence[Any]]:
+    """For each of ``names``, its value in each of ``values``, all mappings (an item) or all
+    objects (an attribute); None where a value lacks it."""
+    if not values:
         return [[] for _ in names]
-    try:  # rows from to_row() have every key: transpose them in C
+    get = itemgetter if isinstance(values[0], dict) else attrgetter
+    try:  # every value has every field (to_row's dicts, the models): transpose them in C
         if len(names) == 1:
-            return [list(map(itemgetter(names[0]), dicts))]
-        return zip(*map(itemgetter(*names), dicts), strict=True)
-    except KeyError:
-        return [[d.get(name) for d in dicts] for name in names]
+            return [list(map(get(names[0]), values))]
+        return zip(*map(get(*names), values), strict=True)
+    except (KeyError, AttributeError, TypeError):  # a missing field, or mappings and objects
+        return [[_field(v, name) for v in values] for name in names]
+
+
+def _field(value: Any, name: str) -> Any:
+    return value.get(name) if isinstance(value, dict) else getattr(value, name, None)
 
 
 def build_array(values: Sequence[Any], type_: pa.DataType) -> pa.Array:
@@ -108,16 +120,21 @@ def build_array(values: Sequence[Any], type_: pa.DataType) -> pa.Array:
             type_, n, [validity, offsets], null_count=nulls, children=[child]
         )
     if pa.types.is_struct(type_):
-        present = values if not nulls else [{} if v is None else v for v in values]
+        if nulls:  # a null struct is a value without fields, of the kind its column holds
+            kind = next(v for v in values if v is not None) if nulls < n else {}
+            blank = {} if isinstance(kind, dict) else _NO_FIELDS
+            values = [blank if v is None else v for v in values]
         children = [
             build_array(column, f.type)
-            for f, column in zip(type_.fields, _fields(present, type_.names), strict=True)
+            for f, column in zip(type_.fields, _fields(values, type_.names), strict=True)
         ]
         return pa.Array.from_buffers(type_, n, [validity], null_count=nulls, children=children)
     raise TypeError(f"no buffer layout for Arrow type {type_}; add one to synth/arrow_rows.py")
 
 
-def record_batch(rows: Sequence[dict[str, Any]], schema: pa.Schema) -> pa.RecordBatch:
-    """``pa.RecordBatch.from_pylist(rows, schema=schema)`` without importing pandas."""
-    columns = [build_array([row.get(f.name) for row in rows], f.type) for f in schema]
+def record_batch(rows: Sequence[Any], schema: pa.Schema) -> pa.RecordBatch:
+    """``pa.RecordBatch.from_pylist(rows, schema=schema)`` without importing pandas; ``rows``
+    are mappings or objects with the schema's field names as attributes."""
+    fields = _fields(list(rows), schema.names)
+    columns = [build_array(column, f.type) for f, column in zip(schema, fields, strict=True)]
     return pa.RecordBatch.from_arrays(columns, schema=schema)

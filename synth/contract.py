@@ -112,6 +112,11 @@ class ImageRecord(_Model):
     source_row: str = Field(description="row id inside that source")
     caption: str = ""
 
+    @property
+    def image(self) -> dict[str, bytes | None]:
+        """The bytes as the ``datasets`` Image feature holds them: the Parquet ``image`` field."""
+        return {"bytes": self.data, "path": None}
+
 
 class LLMCall(_Model):
     """One LLM operation as the model saw and answered it."""

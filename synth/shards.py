@@ -175,14 +175,14 @@ class _RotatingFile:
             cfg,
         )
         self._writer: pq.ParquetWriter | None = None
-        self._buffer: list[dict[str, Any]] = []
+        self._buffer: list[DialogueSample | Reject] = []
         self._buffer_bytes = 0
         self._counts: Counter[str] = Counter()
         self._tmp: Path | None = None
         self.rows = 0
         self.bytes = 0
 
-    def add(self, row: dict[str, Any], key: str, nbytes: int) -> None:
+    def add(self, row: DialogueSample | Reject, key: str, nbytes: int) -> None:
         self._buffer.append(row)
         self._counts[key] += 1
         self.rows += 1
@@ -283,12 +283,11 @@ class ShardWriter:
         calls = sample.provenance.llm_calls
         nbytes = sum(len(img.data) for img in sample.images) + 1024
         nbytes += sum(len(call.prompt) + len(call.response) for call in calls)
-        self._samples.add(sample.to_row(), sample.task, nbytes)
+        # The model itself is the row: record_batch reads its fields (see synth.arrow_rows).
+        self._samples.add(sample, sample.task, nbytes)
 
     def add_reject(self, reject: Reject) -> None:
-        self._rejects.add(
-            reject.model_dump(), reject.reason, len(reject.payload) + len(reject.raw_response)
-        )
+        self._rejects.add(reject, reject.reason, len(reject.payload) + len(reject.raw_response))
 
     @property
     def commit_due(self) -> bool:

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -37,6 +38,33 @@ def test_samples_and_rejects_write_the_same_parquet_bytes_as_from_pylist():
     ]
     ours = pa.Table.from_batches([record_batch(rejects, REJECT_SCHEMA)])
     assert _parquet(ours) == _parquet(pa.Table.from_pylist(rejects, schema=REJECT_SCHEMA))
+
+
+def test_models_as_rows_write_the_same_parquet_bytes_as_their_dicts():
+    # The shard writer hands record_batch the samples and rejects themselves, not to_row()'s
+    # nested dicts: the Parquet bytes must not depend on which it gets.
+    samples = random_samples(40, seed=5)
+    schema = arrow_schema()
+    from_models = pa.Table.from_batches([record_batch(samples, schema)])
+    from_models.validate(full=True)
+    assert _parquet(from_models) == _parquet(
+        pa.Table.from_batches([record_batch([s.to_row() for s in samples], schema)])
+    )
+    rejects = [
+        Reject(stage="a", reason="llm:error", detail="x"),
+        Reject(stage="b", reason="r", detail="中"),
+    ]
+    assert record_batch(rejects, REJECT_SCHEMA).equals(
+        record_batch([r.model_dump() for r in rejects], REJECT_SCHEMA)
+    )
+
+
+def test_objects_with_missing_attributes_and_null_structs_read_as_nulls():
+    type_ = pa.struct([("a", pa.int32()), ("b", pa.string())])
+    values = [None, SimpleNamespace(a=1, b="x"), SimpleNamespace(a=2), None]
+    built = build_array(values, type_)
+    built.validate(full=True)
+    assert built.to_pylist() == [None, {"a": 1, "b": "x"}, {"a": 2, "b": None}, None]
 
 
 def test_nulls_at_every_level_and_empty_input():
