@@ -140,3 +140,67 @@ def test_groups_of_any_size_are_written_with_nine_statement_shapes(tmp_path: Pat
     )
     assert _insert_sql.cache_info().currsize <= len(_ROWS_PER_INSERT)
     db.close()
+
+
+def _key(text: str) -> bytes:
+    return request_key("openai", "m", _request(text))
+
+
+def _statements(cache: ResponseCache) -> list[str]:
+    """Every SQL statement the cache's main connection runs from now on."""
+    seen: list[str] = []
+    cache._db.set_trace_callback(seen.append)
+    return seen
+
+
+def test_a_fresh_cache_answers_a_miss_without_sqlite(tmp_path: Path) -> None:
+    cache = ResponseCache(tmp_path)
+    seen = _statements(cache)
+    assert [cache.get(_key(f"missing {i}")) for i in range(100)] == [None] * 100
+    assert seen == []
+    cache.close()
+
+
+def test_own_answers_are_read_from_sqlite_once_committed(tmp_path: Path) -> None:
+    response = LLMResponse("answer", "stop", "m", 1, 2)
+    cache = ResponseCache(tmp_path)
+    cache.put(_key("q"), response)
+    cache.flush()  # committed, and dropped from _pending
+    assert cache._pending == {}
+    seen = _statements(cache)
+    assert cache.get(_key("q")) == response
+    assert any(s.startswith("SELECT value FROM responses") for s in seen)
+    assert cache._shortcut  # its own commits do not turn the shortcut off
+    cache.close()
+
+
+def test_a_cache_opened_non_empty_reads_sqlite_for_a_miss(tmp_path: Path) -> None:
+    first = ResponseCache(tmp_path)
+    first.put(_key("q"), LLMResponse("answer", "stop", "m", 1, 2))
+    first.close()
+    cache = ResponseCache(tmp_path)
+    assert not cache._shortcut
+    seen = _statements(cache)
+    assert cache.get(_key("missing")) is None
+    assert any(s.startswith("SELECT value FROM responses") for s in seen)
+    cache.close()
+
+
+def test_a_foreign_commit_turns_the_shortcut_off(tmp_path: Path) -> None:
+    response = LLMResponse("foreign", "stop", "m", 1, 2)
+    a = ResponseCache(tmp_path)
+    b = ResponseCache(tmp_path)  # another connection: as another rank's process would be
+    assert a._shortcut and b._shortcut
+    b.put(_key("q"), response)
+    b.flush()
+    # A writes nothing, yet its writer looks at data_version at least once a group.
+    deadline = time.monotonic() + 3.0
+    while a.get(_key("q")) is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert a.get(_key("q")) == response
+    assert not a._shortcut and b._shortcut  # B's own commit leaves B's shortcut on
+    seen = _statements(a)
+    assert a.get(_key("missing")) is None
+    assert any(s.startswith("SELECT value FROM responses") for s in seen)
+    a.close()
+    b.close()
