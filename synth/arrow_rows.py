@@ -122,7 +122,7 @@ def build_array(values: Sequence[Any], type_: pa.DataType) -> pa.Array:
     if pa.types.is_struct(type_):
         if nulls:  # a null struct is a value without fields, of the kind its column holds
             kind = next(v for v in values if v is not None) if nulls < n else {}
-            blank = {} if isinstance(kind, dict) else _NO_FIELDS
+            blank: object = {} if isinstance(kind, dict) else _NO_FIELDS
             values = [blank if v is None else v for v in values]
         children = [
             build_array(column, f.type)

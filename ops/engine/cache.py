@@ -26,8 +26,9 @@ or not more answers follow, so a ``kill -9`` loses only the answers of its last 
 resumed run pays those again: ~75 requests at 300 a second); ``synchronous=NORMAL`` never
 corrupts the file; ``close()`` and ``flush()`` write everything at once. On the loop, 2,000
 of each back to back in one sitting: a key 5-11 µs (a 4 KB caption2query prompt), a miss
-4-5 µs (a SQLite read; a fresh cache skips it, below), a put 4-6 µs, a hit 9-16 µs. After a pause, as a run issues them
-between network waits, each costs several times that (a miss after 3 ms idle: ~50 µs).
+4-5 µs (a SQLite read; a fresh cache skips it, below), a put 4-6 µs, a hit 9-16 µs. After a
+pause, as a run issues them between network waits, each costs several times that (a miss after
+3 ms idle: ~50 µs).
 
 Misses without SQLite. In a fresh run nearly every lookup misses, and the SELECT is ~30 µs in a
 real run (cold caches). If the table was empty at open (one read snapshot with the writer's
