@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 
 import pytest
 
-from synth.contract import AUX_TASKS, DialogueSample, InvariantError, Part, validate_row
+from synth.contract import (
+    AUX_TASKS,
+    DialogueSample,
+    InvariantError,
+    Part,
+    make_sample_id,
+    validate_row,
+)
 from taxonomy import TASKS
 from tests.builders import build_sample, png_bytes
 
@@ -216,3 +225,20 @@ def test_the_first_broken_invariant_is_named(case):
         validate_row(_broken(task, mutate))
     assert err.value.invariant == invariant, str(err.value)
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "parts",
+    [
+        ("a", 5, ["bench:5"], "t_i_0_0"),
+        ("b", -3, [], ""),
+        ("c", 2**70, ['x"y\\z', "中文\n\t\x01", "\u2028é"], 'q"'),
+        ("source", 0, ["coco:1", "coco:2"], ""),
+    ],
+)
+def test_sample_id_hashes_the_json_of_its_parts(parts):
+    # Ids must stay what they were: a resumed run and earlier shards name samples by them.
+    stage, seed, sources, salt = parts
+    text = json.dumps([stage, seed, list(sources), salt], ensure_ascii=False)
+    expected = hashlib.sha256(text.encode()).hexdigest()[:24]
+    assert make_sample_id(stage, seed, sources, salt) == expected
