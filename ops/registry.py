@@ -269,27 +269,22 @@ class OpSpec:
             for language, blocks_of, limits in self._layouts[languages]
         }
         validators = {lang: v.needed(self.validators, group) for lang, group in groups.items()}
-        # What a FieldCheck reads of the inputs (sources, anchors, exclude), made only when
-        # some field is looked at one by one.
-        inputs = (
-            (
+        texts = {language: group.texts for language, group in groups.items()}
+        plan = self._slot_plans[languages]
+        if any(validators.values()):  # else every result passes as it is
+            # What a FieldCheck reads of the inputs: sources, anchors, exclude.
+            inputs = (
                 sources,
                 tuple(values[name] for name in self.anchors),
                 " ".join(values[name] for name in self.exclude),
             )
-            if any(validators.values())
-            else ((), (), "")
-        )
-        width = len(self.fields)
-        taken = dict.fromkeys(groups, 0)
-        items: list[Any] = []  # of self.item, the type self.output holds (paired in define)
-        for i, (slot, language) in enumerate(zip(self.slots, languages, strict=True)):
-            start = taken[language]
-            taken[language] = start + width
-            texts = groups[language].texts[start : start + width]
-            if validators[language]:  # empty when every result of the language passes as it is
-                self._check(i, slot, language, texts, validators[language], inputs)
-            items.append(self.item.of(language, slot.length, texts))
+            for i, slot, language, start, end in plan:
+                if validators[language]:
+                    checks = validators[language]
+                    self._check(i, slot, language, texts[language][start:end], checks, inputs)
+        of = self.item.of
+        # Of self.item, the type self.output holds (paired in define).
+        items: list[Any] = [of(lang, slot.length, texts[lang][b:e]) for _, slot, lang, b, e in plan]
         return self.output(tuple(items))
 
     def _check(
@@ -311,6 +306,24 @@ class OpSpec:
                 failure = validator(check)
                 if failure is not None:
                     raise ParseRejection(*failure)
+
+    @cached_property
+    def _slot_plans(
+        self,
+    ) -> dict[tuple[Language, ...], tuple[tuple[int, Slot, Language, int, int], ...]]:
+        """For each way the results' languages can come out, each result's index, slot and
+        language, and where its fields lie in the texts of its language (``parse_values``)."""
+        plans = {}
+        width = len(self.fields)
+        for langs in self._layouts:
+            taken = dict.fromkeys(langs, 0)
+            plan = []
+            for i, (slot, language) in enumerate(zip(self.slots, langs, strict=True)):
+                start = taken[language]
+                taken[language] = start + width
+                plan.append((i, slot, language, start, start + width))
+            plans[langs] = tuple(plan)
+        return plans
 
     @cached_property
     def _layouts(
