@@ -170,13 +170,9 @@ class DialogueSample(_Model):
     def to_row(self) -> dict[str, Any]:
         """The Arrow/Parquet row (images as ``{"bytes", "path"}`` structs for ``datasets.Image``)."""
         row = self.model_dump(mode="python")
-        row["images"] = [
-            {
-                **{k: v for k, v in img.items() if k != "data"},
-                "image": {"bytes": img["data"], "path": None},
-            }
-            for img in row["images"]
-        ]
+        for img, record in zip(row["images"], self.images, strict=True):
+            del img["data"]
+            img["image"] = record.image
         return row
 
     @classmethod
