@@ -45,6 +45,8 @@ about one group (~250 ms); a request for it in that window is sent again and its
 stored, never a wrong answer. Hot-loop figures (2,000 distinct missing keys back to back, two
 runs of five in one sitting): a miss 0.5-0.7 µs with the shortcut, 3.6-5.7 µs with the SQLite
 read (a cache opened non-empty); a put's two bits are within the noise of its 5-8 µs.
+In ``bench/bench_ops.py``'s engine run at concurrency 64 (thread CPU around each call), ``get``
+went from 31-33 to 6 µs an operation and ``put`` from 13 to 19-21 µs (the bits, cold).
 """
 
 from __future__ import annotations
