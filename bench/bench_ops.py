@@ -6,7 +6,7 @@ share of answers are HTTP 429 with ``Retry-After: 1``, drawn per request (``--ke
 so that the engine and the bare loop meet the same 429s on the same requests. Each measured run
 is a fresh child process, so its CPU time and peak RSS are its own:
 
-- ``engine``: ``run_op`` through ``Engine`` (openai backend, aiohttp transport, response cache
+- ``engine``: ``run_op`` through ``Engine`` (openai backend, its default http1 transport, response cache
   in a fresh directory) and a ``ShardWriter`` writing every sample (a t_i_0_0 dialogue) to
   Parquet: rendering, parsing, validation, cache and shard writes all included; like
   ``synth run``, it holds at most twice the concurrency of operations at a time;

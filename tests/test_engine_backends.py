@@ -1,4 +1,4 @@
-"""The openai (aiohttp and SDK transports) and gemini backends over real HTTP to the fakes."""
+"""The openai (http1, aiohttp and SDK transports) and gemini backends over real HTTP to the fakes."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def _reverse(request: FakeRequest) -> str:
     return request.messages[-1][1][::-1]
 
 
-def _openai_engine(server: FakeOpenAI, tmp_path: Path, transport: str = "aiohttp") -> Engine:
+def _openai_engine(server: FakeOpenAI, tmp_path: Path, transport: str = "auto") -> Engine:
     config = EngineConfig(
         backend="openai",
         model="gpt-4o-mini",
@@ -42,7 +42,7 @@ def _openai_engine(server: FakeOpenAI, tmp_path: Path, transport: str = "aiohttp
     return Engine(OpenAIBackend(config, transport=transport), config)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("transport", ["aiohttp", "sdk"])
+@pytest.mark.parametrize("transport", ["http1", "aiohttp", "sdk"])
 def test_openai_wire_format_and_answers(
     fake_openai: FakeOpenAI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, transport: str
 ) -> None:
