@@ -20,12 +20,14 @@ at concurrency 64 (2,000 operations): time in the collector 70-130 ms -> 8-12 ms
 2.10M -> 2.01M instructions per operation. Reference cycles are still collected, only in
 larger batches; the frozen objects live as long as the process in any case.
 
-**Event loop.** uvloop where it is installed (a dependency everywhere but Windows). The
-loop and the HTTP client take about a third of the engine's CPU per operation (the benchmark's
-bare aiohttp loop costs 0.24-0.31 ms a request, the engine 0.7-1.0), and uvloop runs the loop in C.
-``bench/bench_ops.py``'s engine at concurrency 64, the same code on either loop, alternated:
--0.073 +- 0.022 ms CPU per operation over 28 pairs (about -8%); in a later sitting, 8 rounds,
-0.93 -> 0.90 ms. Peak RSS is ~2.4 MB higher (the extension and its loop).
+**Event loop.** uvloop where it is installed (a dependency everywhere but Windows). With the
+openai backend on aiohttp, uvloop saved CPU: ``bench/bench_ops.py``'s engine at concurrency 64,
+the same code on either loop, alternated: -0.073 +- 0.022 ms per operation over 28 pairs
+(about -8%). Since the backend sends through ``ops.engine.http1`` (a few loop callbacks per
+request, no aiohttp session), the loop no longer matters measurably: 8 pairs at concurrency 64,
+0.543 ms per operation on uvloop against 0.535 on asyncio's; 4 pairs at 256, 0.501 against
+0.519. uvloop stays the default for the other clients a run may use (aiohttp behind a proxy,
+the SDKs); peak RSS is ~2.5 MB higher (the extension and its loop).
 
 **Arrow's allocator.** pyarrow allocates from mimalloc by default, which keeps the pages of
 freed buffers. A shard writer frees its page and compression buffers at every row group, so
