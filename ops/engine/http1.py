@@ -134,6 +134,10 @@ class _Connection(asyncio.Protocol):
         self._fail(HTTP1Timeout(f"no answer from {self._client.origin} within {timeout_s:g} s"))
         self.abort()
 
+    def closing(self) -> bool:
+        """Closed, or on its way: the server's close was read but not yet processed."""
+        return self.closed or self._transport is None or self._transport.is_closing()
+
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
@@ -201,12 +205,12 @@ class HTTP1Client:
         request = b"".join((self._head, b"%d\r\n\r\n" % len(body), body))
         while self._idle:
             conn = self._idle.pop()
-            if conn.closed:
+            if conn.closing():
                 continue
             try:
                 response = await self._exchange(conn, request, deadline)
             except _NoAnswer:
-                continue  # closed by the server while idle: the request never reached it
+                continue  # closed by the server as the request went out: send it again
             return self._decoded(response)
         conn = await self._connect(loop, deadline)
         return self._decoded(await self._exchange(conn, request, deadline))
@@ -245,7 +249,7 @@ class HTTP1Client:
             raise
         finally:
             timer.cancel()
-        if conn.keep_alive and not conn.closed:
+        if conn.keep_alive and not conn.closing():
             self._idle.append(conn)
         return response
 
