@@ -250,7 +250,7 @@ def test_deadline_covers_the_whole_exchange_and_drops_the_connection() -> None:
 
 def test_a_cancelled_request_closes_its_connection() -> None:
     async def never(writer: asyncio.StreamWriter) -> None:
-        pass
+        """Reads the request and never answers."""
 
     async def scenario(server: RawServer, client: HTTP1Client) -> None:
         task = asyncio.ensure_future(client.post(b"{}"))

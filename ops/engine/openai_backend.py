@@ -18,7 +18,7 @@ this backend, ``sdk``       3.2-3.6               4.0-4.5               218-244
   we use read from the answer. A third of aiohttp's CPU: the session machinery it skips is
   most of an aiohttp request's cost.
 - ``aiohttp``: the same request on an ``aiohttp.ClientSession``; ``auto`` picks it when a proxy
-  environment variable (``HTTPS_PROXY``, ``HTTP_PROXY``, ``ALL_PROXY``, less ``NO_PROXY``)
+  environment variable (``HTTPS_PROXY`` or ``HTTP_PROXY`` by the URL's scheme, less ``NO_PROXY``)
   applies to the URL, since http1 speaks to the server directly. The proxy is looked up once:
   aiohttp's ``trust_env`` looks it up for every request, at ~0.6 ms of CPU each.
 - ``sdk``: ``openai.AsyncOpenAI(...).chat.completions.create`` with its retries off (the engine
