@@ -317,6 +317,8 @@ def test_openai_backend_uses_http1_unless_a_proxy_variable_applies(
         monkeypatch.setenv("HTTP_PROXY", proxy.url.split("/v1")[0])
         monkeypatch.setenv("NO_PROXY", "exempt.example")
         assert backend("http://exempt.example/v1").transport == "http1"
+        for loopback in ("127.0.0.1:8000", "localhost", "[::1]:8080"):  # never proxied
+            assert backend(f"http://{loopback}/v1").transport == "http1"
         via_proxy = backend("http://api.example:8000/v1")
         assert via_proxy.transport == "aiohttp"
         try:

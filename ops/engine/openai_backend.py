@@ -33,6 +33,7 @@ All raise the engine's errors (``ops.engine.errors``), never a transport's.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 from urllib.request import getproxies, proxy_bypass
@@ -213,10 +214,26 @@ def _response(raw: bytes, model: str) -> LLMResponse:
 
 def env_proxy(url: str) -> str | None:
     """The proxy the environment variables (``HTTPS_PROXY``, ``NO_PROXY``, ...) route ``url``
-    through, read the way aiohttp's ``trust_env`` and the openai SDK read them; None for none."""
+    through, read the way aiohttp's ``trust_env`` reads them; None for none.
+
+    A loopback host never goes through one, as in Go's net/http: a proxy cannot reach this
+    machine's loopback, and a local server (the ``local`` backend's, a vLLM on 127.0.0.1) must
+    keep working on a machine whose environment sets a proxy for the internet."""
     parts = urlsplit(url)
+    host = parts.hostname or ""
+    if _is_loopback(host):
+        return None
     proxy = getproxies().get(parts.scheme)
-    return None if proxy is None or proxy_bypass(parts.hostname or "") else proxy
+    return None if proxy is None or proxy_bypass(host) else proxy
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _error_message(raw: bytes) -> str:
