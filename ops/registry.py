@@ -1,10 +1,8 @@
 """The ten atomic LLM operations of the paper (section 3.2, Table 1), as one table of data.
 
-``OPS[name]`` is an ``OpSpec``: its template (``prompts/<name>.j2``), typed inputs, the layout of
-the answer (how many ``<Result>`` blocks, the language and length of each, the tags inside each),
-the sentence pool its template samples from, and the validators its results must pass.
-
-Inputs (all strings are non-empty; a misspelt or extra key is an error):
+``OPS[name]`` is an ``OpSpec``: its template (``prompts/<name>.j2``), typed inputs, the layout
+of the answer (how many ``<Result>`` blocks, the language and length of each, the tags inside
+each), the sentence pool its template samples from, and the subjects its results must point to.
 
 ==================  ==========================================  ===============================
 operation           inputs                                      results
@@ -22,17 +20,19 @@ Q_from_caption      caption                                     6 questions: en 
 A_from_caption      caption, question, language ('en' | 'zh')   1 answer in ``language``
 ==================  ==========================================  ===============================
 
+Every result is judged on its own by ``ops.validate.CHECKS``: ``parse`` returns all of them with
+the refusal of each refused one, and the caller picks among the accepted ones. Only an answer
+whose blocks cannot be told apart (a wrong count, a tag outside every block) is refused whole.
+
 caption2QA_q_dep takes the Q&A pair that caption2QA_q already put in the dialogue: stage b is
 append-only, so the _dep operation rewrites only the final request and keeps the stage-a turns.
-A dialogue picks one result per call with the run's seeded RNG (``ops.run.run_op``), restricted to
-the dialogue's language where it has one; the other results stay in provenance.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from types import MappingProxyType
 from typing import Annotated, Any, Literal
@@ -41,7 +41,7 @@ from jinja2 import Environment, Template
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 
 from ops import validate as v
-from ops.parse import ParseRejection, clean, defuse, parse_blocks
+from ops.parse import Block, blocks_in, clean, defuse, parse_blocks
 from ops.protocol import GenerationParams, LLMRequest, Message
 from ops.templates import (
     STRUCTURE_VARIABLES,
@@ -52,15 +52,13 @@ from ops.templates import (
     make_environment,
     template_version,
 )
-from ops.validate import FieldCheck, Language, Length, Role, Validator
+from ops.validate import Language, Length, Refusal, Role
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
 
 class _Frozen(BaseModel):
-    # defer_build: a model's validator is built at its first use, so a run pays only for the
-    # input and result models of the operations it runs (~60 ms off importing ``ops``).
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 # ---- inputs ----
@@ -96,27 +94,15 @@ class AnswerInput(_Frozen):
 
 
 # ---- outputs ----
-# Dataclasses, not models: they are built from text the parser and the validators have already
-# checked; building them as pydantic models was ~12% of parsing a caption2query answer.
 @dataclass(frozen=True, slots=True)
 class TextResult:
     language: Language
     length: Length
     text: str
 
-    @classmethod
-    def of(cls, language: Language, length: Length, texts: list[str]) -> TextResult:
-        """The result whose block held ``texts``."""
-        return cls(language, length, texts[0])
-
     @property
     def texts(self) -> tuple[str]:
         return (self.text,)
-
-
-@dataclass(frozen=True, slots=True)
-class TextResults:
-    results: tuple[TextResult, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,25 +112,27 @@ class QAResult:
     answer: str
     request: str
 
-    @classmethod
-    def of(cls, language: Language, length: Length, texts: list[str]) -> QAResult:
-        """The result whose block held ``texts``."""
-        question, answer, request = texts
-        return cls(language, question, answer, request)
-
     @property
     def texts(self) -> tuple[str, str, str]:
         return self.question, self.answer, self.request
 
 
-@dataclass(frozen=True, slots=True)
-class QAResults:
-    results: tuple[QAResult, ...]
+Item = TextResult | QAResult
 
 
-Output = TextResults | QAResults
+@dataclass(frozen=True)
+class Answer:
+    """Every result of one answer in slot order, and for each the refusal that dropped it
+    (``None`` where it was accepted)."""
+
+    results: tuple[Item, ...]
+    refusals: tuple[Refusal | None, ...]
+
+    def accepted(self, index: int) -> bool:
+        return self.refusals[index] is None
 
 
+# ---- the layout of an answer ----
 @dataclass(frozen=True)
 class Slot:
     """One ``<Result>`` block: its language ('input' = the ``language`` input) and length."""
@@ -155,36 +143,50 @@ class Slot:
 
 @dataclass(frozen=True)
 class FieldSpec:
-    """One tagged field inside a block; ``length`` overrides the block's length class."""
+    """One tagged field inside a block; ``length`` overrides the block's length class. A
+    generic field names no subject on purpose ("Create one for me", "Draw them together")."""
 
     tag: Literal["User", "Assistant"]
     role: Role
     length: Length | None = None
+    generic: bool = False
+
+
+REQUEST = (FieldSpec("User", "request"),)
+IMPLICIT = (FieldSpec("User", "request", generic=True),)
+QUESTION = (FieldSpec("User", "question"),)
+QA = (
+    FieldSpec("User", "question", "short"),
+    FieldSpec("Assistant", "answer", "answer"),
+    FieldSpec("User", "request", "short", generic=True),
+)
+ANSWER = (FieldSpec("Assistant", "answer"),)
+SIX_SHORT = (Slot("en", "short"),) * 3 + (Slot("zh", "short"),) * 3
+SIX_LENGTHS = tuple(Slot(lang, n) for lang in ("en", "zh") for n in ("short", "medium", "long"))
 
 
 @dataclass(frozen=True)
 class OpSpec:
+    """One operation. ``subjects`` lists, for each subject a result must point to, the input
+    fields that describe it; ``exclude`` the input fields whose words do not count."""
+
     name: str
     description: str
     inputs: type[_Frozen]
-    output: type[TextResults] | type[QAResults]
-    item: type[TextResult] | type[QAResult]
-    fields: tuple[FieldSpec, ...]
-    tags: tuple[str, ...]  # of the fields, in order
     slots: tuple[Slot, ...]
-    pool: Pool | None
-    validators: tuple[Validator, ...]
-    anchors: tuple[str, ...]  # input fields each request must name something from
-    exclude: tuple[str, ...]  # input fields whose words do not count as naming
-    max_tokens: int
-    template_version: str
-    variables: frozenset[str]
-    env: Environment = field(repr=False, compare=False)
+    fields: tuple[FieldSpec, ...] = REQUEST
+    pool: Pool | None = None
+    subjects: tuple[tuple[str, ...], ...] = ()
+    exclude: tuple[str, ...] = ()
+    max_tokens: int = 1024
+    template_version: str = ""
+    variables: frozenset[str] = frozenset()
+    examples: frozenset[str] = frozenset()  # fingerprints of the worked examples' texts
+    env: Environment | None = None
 
     @cached_property
     def template(self) -> Template:
-        """The compiled template, compiled at first use: importing ``ops`` checks every
-        template's variables but compiles none (~4 ms each, most runs use a few)."""
+        assert self.env is not None
         return self.env.get_template(self.template_name)
 
     @property
@@ -194,6 +196,10 @@ class OpSpec:
     @property
     def template_name(self) -> str:
         return f"{self.name}.j2"
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        return tuple(f.tag for f in self.fields)
 
     def validate_inputs(self, inputs: Mapping[str, Any] | BaseModel) -> _Frozen:
         if isinstance(inputs, self.inputs):
@@ -206,23 +212,12 @@ class OpSpec:
                 f"operation {self.name!r} takes inputs {sorted(self.inputs.model_fields)}: {err}"
             ) from err
 
-    def languages(self, inputs: _Frozen) -> tuple[Language, ...]:
-        return self.languages_of(inputs.model_dump())
-
-    def languages_of(self, values: Mapping[str, Any]) -> tuple[Language, ...]:
-        """The language of each result, from the dumped inputs."""
-        if self._fixed_languages is not None:
-            return self._fixed_languages
+    def languages(self, inputs: Mapping[str, Any] | BaseModel) -> tuple[Language, ...]:
+        """The language of each result."""
+        values = self.validate_inputs(inputs).model_dump()
         return tuple(
             values["language"] if s.language == "input" else s.language for s in self.slots
         )
-
-    @cached_property
-    def _fixed_languages(self) -> tuple[Language, ...] | None:
-        """The results' languages where no slot takes the ``language`` input (all but one
-        operation): run_op and parse read them for every answer."""
-        fixed = tuple(s.language for s in self.slots if s.language != "input")
-        return fixed if len(fixed) == len(self.slots) else None
 
     def render(
         self,
@@ -231,124 +226,74 @@ class OpSpec:
         params: GenerationParams | None = None,
     ) -> LLMRequest:
         """The request for these inputs; ``rng`` draws the sentence structures."""
-        return self.render_values(self.validate_inputs(inputs).model_dump(), rng, params)
-
-    def render_values(
-        self, values: Mapping[str, Any], rng: random.Random, params: GenerationParams | None = None
-    ) -> LLMRequest:
-        """``render`` of inputs validated and dumped already (``run_op`` dumps them once)."""
-        variables = dict(values)
+        variables = self.validate_inputs(inputs).model_dump()
         if self.pool is not None:
             variables["en_structure"] = rng.choice(self.pool.en)
             variables["zh_structure"] = rng.choice(self.pool.zh)
         context = {k: defuse(x) if isinstance(x, str) else x for k, x in variables.items()}
-        prompt = self.template.render(context).strip()
         return LLMRequest(
             operation=self.name,
-            messages=(Message("user", prompt),),
+            messages=(Message("user", self.template.render(context).strip()),),
             params=params or GenerationParams(max_tokens=self.max_tokens),
             variables=variables,
         )
 
-    def parse(self, text: str, inputs: Mapping[str, Any] | BaseModel) -> Output:
-        """The typed output of a response, or ParseRejection(reason, detail)."""
-        return self.parse_values(text, self.validate_inputs(inputs).model_dump())
-
-    def parse_values(self, text: str, values: Mapping[str, Any]) -> Output:
-        """``parse`` with inputs validated and dumped already (``run_op`` dumps them once)."""
-        languages = self.languages_of(values)
-        blocks = parse_blocks(text, self.tags, self.results)
-        sources = tuple(x for k, x in values.items() if isinstance(x, str) and k != "language")
-        groups = {  # the results of each language, in order
-            language: v.Group(
-                language,
-                [clean(t, language) for b in blocks_of for t in blocks[b]],
-                limits,
-                sources,
+    def parse(self, text: str, inputs: Mapping[str, Any] | BaseModel) -> Answer:
+        """Every result of a response with its verdict; a ParseRejection when the response's
+        blocks cannot be told apart."""
+        values = self.validate_inputs(inputs).model_dump()
+        context = v.Context(
+            sources=tuple(x for k, x in values.items() if isinstance(x, str) and k != "language"),
+            subjects=tuple(
+                v.Subject(", ".join(names), tuple(values[n] for n in names))
+                for names in self.subjects
+            ),
+            exclude=" ".join(values[n] for n in self.exclude),
+            examples=self.examples,
+        )
+        blocks = parse_blocks(text, self.results)
+        judged = [
+            self._judge(i, slot, language, block, context)
+            for i, (slot, language, block) in enumerate(
+                zip(self.slots, self.languages(values), blocks, strict=True)
             )
-            for language, blocks_of, limits in self._layouts[languages]
-        }
-        validators = {lang: v.needed(self.validators, group) for lang, group in groups.items()}
-        texts = {language: group.texts for language, group in groups.items()}
-        plan = self._slot_plans[languages]
-        if any(validators.values()):  # else every result passes as it is
-            # What a FieldCheck reads of the inputs: sources, anchors, exclude.
-            inputs = (
-                sources,
-                tuple(values[name] for name in self.anchors),
-                " ".join(values[name] for name in self.exclude),
-            )
-            for i, slot, language, start, end in plan:
-                if validators[language]:
-                    checks = validators[language]
-                    self._check(i, slot, language, texts[language][start:end], checks, inputs)
-        of = self.item.of
-        # Of self.item, the type self.output holds (paired in define).
-        items: list[Any] = [of(lang, slot.length, texts[lang][b:e]) for _, slot, lang, b, e in plan]
-        return self.output(tuple(items))
+        ]
+        return Answer(tuple(r for r, _ in judged), tuple(f for _, f in judged))
 
-    def _check(
-        self,
-        index: int,
-        slot: Slot,
-        language: Language,
-        texts: list[str],
-        validators: tuple[Validator, ...],
-        inputs: tuple[tuple[str, ...], tuple[str, ...], str],
-    ) -> None:
-        """Run ``validators`` on each field of result ``index``; the first failure rejects.
-        ``inputs`` is what a FieldCheck reads of them: sources, anchors, exclude."""
-        for spec, text in zip(self.fields, texts, strict=True):
-            check = FieldCheck(
-                self.name, index, spec.role, language, spec.length or slot.length, text, *inputs
+    def _judge(
+        self, index: int, slot: Slot, language: Language, block: Block, context: v.Context
+    ) -> tuple[Item, Refusal | None]:
+        own = [(tag, clean(text, language)) for tag, text in block.fields if tag in ("User", "Assistant")]
+        texts = [text for _, text in own]
+        if tuple(tag for tag, _ in own) != self.tags or block.stray:
+            found = [tag for tag, _ in block.fields]
+            detail = f"stray tag {block.stray}" if block.stray else f"fields {found}"
+            texts = (texts + [""] * len(self.fields))[: len(self.fields)]
+            refusal: Refusal | None = (
+                v.MALFORMED,
+                f"result {index + 1} holds {detail}, expected {list(self.tags)} "
+                "and Ref/Source pairs",
             )
-            for validator in validators:
-                failure = validator(check)
-                if failure is not None:
-                    raise ParseRejection(*failure)
+            return self._item(language, slot, texts), refusal
+        refs = [clean(text, language) for tag, text in block.fields if tag == "Ref"]
+        sources = [clean(text, "zh") for tag, text in block.fields if tag == "Source"]
+        candidate = v.Candidate(
+            index=index,
+            language=language,
+            fields=tuple(
+                v.Field(f.role, language, f.length or slot.length, text, f.generic)
+                for f, text in zip(self.fields, texts, strict=True)
+            ),
+            refs=tuple(zip(refs, sources, strict=False)),
+            context=context,
+        )
+        refusal = next((r for check in v.CHECKS if (r := check(candidate)) is not None), None)
+        return self._item(language, slot, texts), refusal
 
-    @cached_property
-    def _slot_plans(
-        self,
-    ) -> dict[tuple[Language, ...], tuple[tuple[int, Slot, Language, int, int], ...]]:
-        """For each way the results' languages can come out, each result's index, slot and
-        language, and where its fields lie in the texts of its language (``parse_values``)."""
-        plans = {}
-        width = len(self.fields)
-        for langs in self._layouts:
-            taken = dict.fromkeys(langs, 0)
-            plan = []
-            for i, (slot, language) in enumerate(zip(self.slots, langs, strict=True)):
-                start = taken[language]
-                taken[language] = start + width
-                plan.append((i, slot, language, start, start + width))
-            plans[langs] = tuple(plan)
-        return plans
-
-    @cached_property
-    def _layouts(
-        self,
-    ) -> dict[tuple[Language, ...], tuple[tuple[Language, tuple[int, ...], tuple[int, ...]], ...]]:
-        """For each way the results' languages can come out: each language (in order of first
-        appearance), the blocks in that language and the character limit of each of their
-        fields, in order."""
-        layouts = {self.languages_of({"language": lang}) for lang in ("en", "zh")}
-        return {
-            langs: tuple(
-                (
-                    language,
-                    tuple(b for b, lang in enumerate(langs) if lang == language),
-                    tuple(
-                        v.MAX_CHARS[(language, f.length or s.length)]
-                        for s, lang in zip(self.slots, langs, strict=True)
-                        if lang == language
-                        for f in self.fields
-                    ),
-                )
-                for language in dict.fromkeys(langs)
-            )
-            for langs in layouts
-        }
+    def _item(self, language: Language, slot: Slot, texts: list[str]) -> Item:
+        if len(self.fields) == 3:
+            return QAResult(language, *texts)
+        return TextResult(language, slot.length, texts[0])
 
 
 def define(
@@ -357,94 +302,70 @@ def define(
     inputs: type[_Frozen],
     *,
     slots: tuple[Slot, ...],
-    fields: tuple[FieldSpec, ...] = (FieldSpec("User", "request"),),
+    fields: tuple[FieldSpec, ...] = REQUEST,
     pool: str | None = None,
-    validators: tuple[Validator, ...] = v.REQUEST,
-    anchors: tuple[str, ...] = (),
+    subjects: tuple[tuple[str, ...], ...] = (),
     exclude: tuple[str, ...] = (),
     max_tokens: int = 1024,
-    env: Any = None,
+    env: Environment | None = None,
 ) -> OpSpec:
-    """Build one table entry, checking its template's variables against its declared inputs."""
+    """One table entry, its template's variables checked against its declared inputs."""
     env = env or make_environment()
-    template_name = f"{name}.j2"
     pools = load_pools()
     if pool is not None and pool not in pools:
         raise ValueError(f"operation {name!r}: no sentence pool {pool!r} in prompts/pools.yaml")
     declared = frozenset(inputs.model_fields) | (
         frozenset(STRUCTURE_VARIABLES) if pool else frozenset()
     )
-    info = inspect_template(env, template_name)
-    check_variables(name, template_name, info.variables, declared)
-    unknown = set(anchors + exclude) - set(inputs.model_fields)
-    assert not unknown, f"{name}: anchors/exclude name no input: {unknown}"
-    qa = tuple(f.role for f in fields) == ("question", "answer", "request")
-    layout = {
-        "slots": repr(slots),
-        "fields": repr(fields),
-        "validators": ",".join(f.__name__ for f in validators),
-    }
-    return OpSpec(
-        name=name,
-        description=description,
-        inputs=inputs,
-        output=QAResults if qa else TextResults,
-        item=QAResult if qa else TextResult,
-        fields=fields,
-        tags=tuple(f.tag for f in fields),
-        slots=slots,
-        pool=pools[pool] if pool else None,
-        validators=validators,
-        anchors=anchors,
-        exclude=exclude,
-        max_tokens=max_tokens,
-        template_version=template_version(info, pools.get(pool or ""), layout),
-        variables=declared,
-        env=env,
+    info = inspect_template(env, f"{name}.j2")
+    check_variables(name, f"{name}.j2", info.variables, declared)
+    named = {n for group in subjects for n in group} | set(exclude)
+    assert named <= set(inputs.model_fields), f"{name}: subjects/exclude name no input"
+    examples = frozenset(
+        v.fingerprint(text)
+        for block in blocks_in(info.sources[f"{name}.j2"])
+        for tag, text in block.fields
+        if tag in ("User", "Assistant") and v.fingerprint(text)
     )
-
-
-SIX_SHORT = (Slot("en", "short"),) * 3 + (Slot("zh", "short"),) * 3
-SIX_LENGTHS = tuple(
-    Slot(lang, length) for lang in ("en", "zh") for length in ("short", "medium", "long")
-)
-QA_FIELDS = (
-    FieldSpec("User", "question", "short"),
-    FieldSpec("Assistant", "answer", "answer"),
-    FieldSpec("User", "request", "short"),
-)
+    shape = repr((slots, fields, subjects, exclude))
+    return OpSpec(
+        name, description, inputs, slots, fields, pools.get(pool or ""), subjects, exclude,
+        max_tokens, template_version(info, pools.get(pool or ""), {"layout": shape}), declared,
+        examples, env,
+    )  # fmt: skip
 
 
 def _build() -> dict[str, OpSpec]:
     env = make_environment()
+    caption = (("caption",),)
     specs = (
-        define("caption2query", "a caption into a request to generate its image", CaptionInput,
-               slots=SIX_LENGTHS, pool="request", env=env),
+        define("caption2query", "a caption into a request to generate its image",
+               CaptionInput, slots=SIX_LENGTHS, pool="request", subjects=caption, env=env),
         define("caption2QA_q", "a caption into a Q&A pair and a generic request ('Create one "
-               "for me')", CaptionInput, slots=SIX_SHORT, fields=QA_FIELDS, pool="followup",
-               max_tokens=2048, env=env),
+               "for me')", CaptionInput, slots=SIX_SHORT, fields=QA, pool="followup",
+               subjects=caption, max_tokens=2048, env=env),
         define("drive_hs", "a request combining the subjects of the two preceding turns "
-               "('Draw them together')", PairInput, slots=SIX_SHORT, pool="compose", env=env),
+               "('Draw them together')", PairInput, slots=SIX_SHORT, fields=IMPLICIT,
+               pool="compose", env=env),
         define("drive_i_h", "a request combining an uploaded subject with the one of the "
-               "preceding turn", UploadInput, slots=SIX_SHORT, pool="compose", env=env),
+               "preceding turn", UploadInput, slots=SIX_SHORT, fields=IMPLICIT, pool="compose",
+               env=env),
         define("query2dep_q", "an edit request rewritten to name the earlier image it edits",
-               EditInput, slots=SIX_SHORT, validators=v.DEPENDENT, anchors=("caption",),
-               exclude=("query",), env=env),
+               EditInput, slots=SIX_SHORT, subjects=caption, exclude=("query",), env=env),
         define("caption2QA_q_dep", "the request after a Q&A turn rewritten to name the subject "
                "discussed ('Generate the dog we discussed earlier')", QAInput, slots=SIX_SHORT,
-               pool="followup_dep", validators=v.DEPENDENT, anchors=("caption",), env=env),
+               pool="followup_dep", subjects=(("caption", "question", "answer"),), env=env),
         define("drive_hs_dep", "a composition request naming both earlier subjects", PairInput,
-               slots=SIX_SHORT, pool="compose", validators=v.DEPENDENT,
-               anchors=("caption_a", "caption_b"), env=env),
+               slots=SIX_SHORT, pool="compose", subjects=(("caption_a",), ("caption_b",)),
+               env=env),
         define("drive_i_h_dep", "a composition of an upload with a named earlier subject",
-               UploadInput, slots=SIX_SHORT, pool="compose", validators=v.DEPENDENT,
-               anchors=("history_caption",), env=env),
+               UploadInput, slots=SIX_SHORT, pool="compose", subjects=(("history_caption",),),
+               env=env),
         define("Q_from_caption", "a general-knowledge question about the image's subject",
-               CaptionInput, slots=SIX_SHORT, fields=(FieldSpec("User", "question"),),
-               pool="question", validators=v.COMMON, env=env),
+               CaptionInput, slots=SIX_SHORT, fields=QUESTION, pool="question",
+               subjects=caption, env=env),
         define("A_from_caption", "a factual answer to the Q_from_caption question", AnswerInput,
-               slots=(Slot("input", "answer"),), fields=(FieldSpec("Assistant", "answer"),),
-               validators=v.COMMON, max_tokens=512, env=env),
+               slots=(Slot("input", "answer"),), fields=ANSWER, max_tokens=512, env=env),
     )  # fmt: skip
     return {spec.name: spec for spec in specs}
 

@@ -20,11 +20,11 @@ from dataclasses import dataclass, replace
 from itertools import chain
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from ops.parse import ParseRejection
 from ops.protocol import GenerationParams, LLMRequest, LLMResponse
-from ops.registry import OPS, OpSpec, Output, QAResult, TextResult
+from ops.registry import OPS, Answer, Item, OpSpec, QAResult
 from ops.validate import Language
 
 if TYPE_CHECKING:  # synth.contract pulls in pyarrow; keep `import ops` light
@@ -67,9 +67,10 @@ def backend_name(completer: object) -> str:
 class OpResult:
     """An operation's outcome: ``ok`` with output and the chosen result, or a reason to reject.
 
-    ``chosen`` indexes ``output.results``; ``call.chosen`` indexes the flat ``call.results``
-    (every field of every result in order; for caption2QA_q each result is question, answer,
-    request, and ``call.chosen`` points at the request).
+    ``chosen`` indexes ``output.results`` and is always an accepted result; ``call.chosen``
+    indexes the flat ``call.results`` (every field of every result in order; for caption2QA_q
+    each result is question, answer, request, and ``call.chosen`` points at the request), and
+    ``call.refused`` gives each result's refusal ("" where it was accepted).
     """
 
     operation: str
@@ -77,7 +78,7 @@ class OpResult:
     attempts: int
     prompt_tokens: int = 0  # summed over every attempt, for cost accounting
     completion_tokens: int = 0
-    output: Output | None = None
+    output: Answer | None = None
     chosen: int | None = None
     call: LLMCall | None = None
     reason: str | None = None
@@ -89,7 +90,7 @@ class OpResult:
         return self.output is not None
 
     @property
-    def item(self) -> TextResult | QAResult:
+    def item(self) -> Item:
         assert self.output is not None and self.chosen is not None, f"{self.reason}: {self.detail}"
         return self.output.results[self.chosen]
 
@@ -143,6 +144,8 @@ async def run_op(
     """Run ``op_name`` on ``inputs``; ``rng`` picks the sentence structures, seed and result.
 
     ``language`` restricts the chosen result to that language (a dialogue keeps one language).
+    The result is drawn among the accepted ones of that language; an answer is retried only
+    when it has none.
     """
     if op_name not in OPS:
         raise ValueError(f"unknown operation {op_name!r}; operations: {sorted(OPS)}")
@@ -157,8 +160,7 @@ async def run_op(
                 f"operation {op_name!r} takes {sorted(spec.inputs.model_fields)}: {err}"
             ) from err
         return OpResult(op_name, dict(inputs), 0, reason=INPUT_INVALID, detail=str(err))
-    values = model.model_dump()  # once: rendering, parsing and the result read it
-    languages = spec.languages_of(values)
+    languages = spec.languages(model)
     eligible = (
         list(range(len(languages)))
         if language is None
@@ -175,7 +177,7 @@ async def run_op(
         return await _attempts(
             backend,
             spec,
-            values,
+            model,
             rng,
             languages,
             eligible,
@@ -187,7 +189,7 @@ async def run_op(
 async def _attempts(
     backend: Completer,
     spec: OpSpec,
-    values: dict[str, Any],
+    model: BaseModel,
     rng: random.Random,
     languages: tuple[Language, ...],
     eligible: list[int],
@@ -195,7 +197,8 @@ async def _attempts(
     max_attempts: int,
     params: GenerationParams | None,
 ) -> OpResult:
-    """Render the request, then ask up to ``max_attempts`` times for an answer that parses."""
+    """Render the request, then ask up to ``max_attempts`` times for an answer with an accepted
+    result among ``eligible``."""
     from synth.contract import LLMCall
 
     op_name = spec.name
@@ -205,7 +208,7 @@ async def _attempts(
         if params is None
         else replace(params, seed=seed, attempt=0)
     )
-    request = spec.render_values(values, rng, base)
+    request = spec.render(model, rng, base)
     prompt_tokens = completion_tokens = 0
     failures: list[str] = []
     reason, raw = LLM_ERROR, ""
@@ -227,12 +230,19 @@ async def _attempts(
             )
             continue
         try:
-            output = spec.parse_values(response.text, values)
+            output = spec.parse(response.text, model)
         except ParseRejection as rejection:
             reason = rejection.reason
             failures.append(f"attempt {attempt + 1}: {reason} {rejection.detail}")
             continue
-        chosen = rng.choice(eligible)
+        accepted = [i for i in eligible if output.accepted(i)]
+        if not accepted:
+            refusals = [r for i in eligible if (r := output.refusals[i]) is not None]
+            reason = refusals[0][0]
+            details = "; ".join(f"{code} {detail}" for code, detail in refusals)
+            failures.append(f"attempt {attempt + 1}: no accepted result: {details}")
+            continue
+        chosen = rng.choice(accepted)
         width = len(spec.fields)
         results = tuple(chain.from_iterable(item.texts for item in output.results))
         call = LLMCall(
@@ -245,14 +255,15 @@ async def _attempts(
             response=response.text,
             results=results,
             chosen=chosen * width + width - 1,
+            refused=tuple(f"{r[0]}: {r[1]}" if r else "" for r in output.refusals),
             prompt_tokens=response.prompt_tokens,
             completion_tokens=response.completion_tokens,
         )
         return OpResult(
-            op_name, values, attempt + 1, prompt_tokens, completion_tokens,
+            op_name, model.model_dump(), attempt + 1, prompt_tokens, completion_tokens,
             output=output, chosen=chosen, call=call,
         )  # fmt: skip
     return OpResult(
-        op_name, values, len(failures), prompt_tokens, completion_tokens,
+        op_name, model.model_dump(), len(failures), prompt_tokens, completion_tokens,
         reason=reason, detail="; ".join(failures), raw_response=raw,
     )  # fmt: skip

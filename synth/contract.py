@@ -130,6 +130,10 @@ class LLMCall(_Model):
     response: str = Field(description="the raw response text, exactly as received")
     results: tuple[str, ...] = Field(default=(), description="every parsed result")
     chosen: int | None = Field(default=None, description="index into results of the one used")
+    refused: tuple[str, ...] = Field(
+        default=(),
+        description="per result block: '' where it was accepted, else 'reason: detail'",
+    )
     prompt_tokens: int = 0
     completion_tokens: int = 0
 

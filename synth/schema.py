@@ -38,6 +38,7 @@ _LLM_CALL = {
     "response": _STRING,
     "results": _list(_STRING),
     "chosen": _INT32,
+    "refused": _list(_STRING),
     "prompt_tokens": _INT64,
     "completion_tokens": _INT64,
 }
