@@ -40,19 +40,31 @@ INPUTS: dict[str, dict[str, str]] = {
     },
 }
 
-# Six good results for query2dep_q on MAN, as a capable model writes them.
-GOOD_DEP = [
-    "Change the weather to sunny and the backpack to purple for the image of the young Asian man.",
-    "For the picture of the man in a grey jacket, make the sky sunny and the bag purple.",
-    "Take the photo of the man with glasses and make it sunny, with a purple backpack.",
-    "将那位背着黑色双肩包的戴眼镜男士所在的场景改为晴天，并将包变成紫色。",
-    "把那张背景是雪山的图片改成晴朗天气，同时把男生的书包改成紫色。",
-    "针对那个穿灰色夹克的亚洲男子的图片，把阴天换成大晴天，背包换成紫色。",
-]
+# Six good results for query2dep_q on MAN, as a capable model writes them: each names the words
+# pointing back to the earlier image (Ref) and the caption words they stand for (Source).
+GOOD_DEP_TAGGED = [
+    ("Change the weather to sunny and the backpack to purple for the image of the young Asian man.",
+     "the young Asian man", "A young Asian man"),
+    ("For the picture of the man in a grey jacket, make the sky sunny and the bag purple.",
+     "the man in a grey jacket", "man ... wearing a grey jacket"),
+    ("Take the photo of the man with glasses and make it sunny, with a purple backpack.",
+     "the man with glasses", "man with short black hair and glasses"),
+    ("将那位背着黑色双肩包的戴眼镜男士所在的场景改为晴天，并将包变成紫色。",
+     "背着黑色双肩包的戴眼镜男士", "glasses ... carrying a black backpack"),
+    ("把那张背景是雪山的图片改成晴朗天气，同时把男生的书包改成紫色。",
+     "背景是雪山的图片", "steep snow-dusted mountains"),
+    ("针对那个穿灰色夹克的亚洲男子的图片，把阴天换成大晴天，背包换成紫色。",
+     "穿灰色夹克的亚洲男子", "young Asian man ... wearing a grey jacket"),
+]  # fmt: skip
+GOOD_DEP = [text for text, _, _ in GOOD_DEP_TAGGED]
 
 
-def results(texts: Iterable[str]) -> str:
-    return format_results([[("User", t)] for t in texts])
+def results(texts: Iterable[str | tuple[str, str, str]]) -> str:
+    """An answer of one ``User`` field a result; a (text, ref, source) triple adds the tags."""
+    return format_results(
+        [[("User", t)] if isinstance(t, str) else [("User", t[0]), ("Ref", t[1]), ("Source", t[2])]
+         for t in texts]
+    )  # fmt: skip
 
 
 class ScriptedBackend:

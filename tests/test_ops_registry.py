@@ -124,7 +124,10 @@ def test_the_prompt_asks_for_the_layout_the_parser_expects(name):
 
 def test_question_answer_layouts_in_the_prompt():
     qa = OPS["caption2QA_q"].render(INPUTS["caption2QA_q"], random.Random(0)).messages[0].content
-    assert "<Result><User></User><Assistant></Assistant><User></User></Result>" in qa
+    assert (
+        "<Result><User></User><Assistant></Assistant><User></User><Ref></Ref><Source></Source>"
+        "</Result>" in qa
+    )
     assert "(English), (English), (English), (simplified Chinese)" in qa
     zh = OPS["A_from_caption"].render(
         {**INPUTS["A_from_caption"], "language": "zh"}, random.Random(0)
