@@ -28,7 +28,7 @@ from ops.parse import format_results
 from ops.protocol import LLMRequest, LLMResponse
 from ops.registry import OPS, OpSpec
 from ops.templates import load_yaml
-from ops.validate import INSTRUCTION, MAX_CHARS, content_words
+from ops.validate import INSTRUCTION, MAX_CHARS, content_words, naming_words
 
 _CJK = re.compile(
     r"[\u3000-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uff00-\uffef]"
@@ -101,8 +101,8 @@ def subject_phrase(caption: str) -> str:
             break
         taken.append(word)
     phrase = " ".join(taken)
-    if not content_words(phrase):
-        phrase = " ".join(sorted(content_words(first), key=first.lower().find)[:4]) or first
+    if not naming_words(phrase):  # "A tall, narrow crop of ...": no word of it names a thing
+        phrase = " ".join(sorted(naming_words(first), key=first.lower().find)[:4]) or first
     return phrase
 
 

@@ -104,7 +104,7 @@ def test_operations_are_rendered_only_when_admitted(
     # 60 operations gathered at once over an engine of concurrency 3: at most 2 x 3 of them
     # are between render and result at any time, the rest wait unrendered.
     spec = OPS["caption2query"]
-    render = type(spec).render_values  # run_op renders through it
+    render = type(spec).render  # run_op renders through it
     counts = {"rendered": 0, "done": 0, "most_ahead": 0}
 
     def counting(self: object, *args: object, **kwargs: object) -> object:
@@ -112,7 +112,7 @@ def test_operations_are_rendered_only_when_admitted(
         counts["most_ahead"] = max(counts["most_ahead"], counts["rendered"] - counts["done"])
         return render(self, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(type(spec), "render_values", counting)
+    monkeypatch.setattr(type(spec), "render", counting)
     config = _config(fake_openai, tmp_path).model_copy(update={"concurrency": 3})
 
     async def one(engine: Engine, i: int) -> OpResult:

@@ -218,3 +218,31 @@ def test_import_is_light():
     code = "import sys, ops; bad = [m for m in ('datasets', 'openai', 'google.genai', 'torch', 'pyarrow') if m in sys.modules]; print(bad)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def _prompt(name: str, seed: int = 0) -> str:
+    return OPS[name].render(INPUTS[name], random.Random(seed)).messages[0].content
+
+
+def test_the_prompts_do_not_contradict_themselves():
+    # The speculation rule names "looks like", not "like": the request pool says "I'd like ...".
+    c2q = _prompt("caption2query")
+    assert '"looks like,"' in c2q and ' "like"' not in c2q and ' "like,"' not in c2q
+    assert "I'd like to see ..." in load_pools()["request"].en
+    # query2dep_q's third example keeps the edit as asked and invents no attribute; the prompt
+    # closes with the count and a colon, as every other does.
+    dep = _prompt("query2dep_q")
+    assert "long-sleeved" not in dep and "gradually" not in dep
+    assert dep.rstrip().endswith("Now write **six** modified requests (diversity matters):")
+    # caption2QA_q's follow-up is a complete sentence: the prompt asks to vary it, not copy it.
+    assert "varying the wording from one conversation to the next" in _prompt("caption2QA_q")
+    # Question structures fit any subject, and the prompt allows adapting them.
+    questions = load_pools()["question"]
+    assert not any("cared for" in q or "类型" in q or "照料" in q for q in questions.en + questions.zh)
+    assert "adapting the wording where the structure does not suit" in _prompt("Q_from_caption")
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_OPS))
+def test_every_prompt_asks_for_the_tags_its_checks_read(name):
+    spec, prompt = OPS[name], _prompt(name)
+    assert ("<Ref></Ref><Source></Source>" in prompt) == bool(spec.subjects)

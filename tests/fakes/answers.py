@@ -61,15 +61,15 @@ class PromptBook:
 
 def record_renders(book: PromptBook, monkeypatch: pytest.MonkeyPatch) -> None:
     """Make every render in this test remember its request in ``book`` (``OpSpec.render`` and
-    ``run_op`` both render through ``OpSpec.render_values``)."""
-    render = OpSpec.render_values
+    ``run_op`` both go through ``OpSpec.render``)."""
+    render = OpSpec.render
 
     def remembering(self: OpSpec, *args: Any, **kwargs: Any) -> LLMRequest:
         request = render(self, *args, **kwargs)
         book.remember(request)
         return request
 
-    monkeypatch.setattr(OpSpec, "render_values", remembering)
+    monkeypatch.setattr(OpSpec, "render", remembering)
 
 
 def caption2query_answer(fake: FakeRequest) -> str:
