@@ -169,7 +169,8 @@ async def _engine_run(
 
 def _correct_samples(shards: Path, n: int) -> int:
     """Samples in the shards whose answer is exactly what the server computed for their prompt,
-    whose request is the chosen result, one per input: read back from the Parquet files."""
+    with all six results accepted and the request the chosen one, one per input: read back from
+    the Parquet files."""
     from synth.shards import iter_samples
     from tests.fakes._server import FakeRequest
     from tests.fakes.answers import caption2query_answer
@@ -184,6 +185,7 @@ def _correct_samples(shards: Path, n: int) -> int:
             and call.results[call.chosen] == sample.turns[0].parts[0].text
             and f"scene {i}." in call.prompt
             and len(call.results) == 6
+            and not any(call.refused)  # every result accepted
         ):
             seen.add(i)
     return len(seen & set(range(n)))

@@ -29,18 +29,28 @@ PARSE_MALFORMED = "parse:malformed"
 TAGS = ("Result", "User", "Assistant", "Ref", "Source")
 
 # A protocol tag in any letter case, with ASCII or full-width brackets and slash, spaces allowed.
-_TAG_RE = re.compile(r"[<＜]\s*([/／]?)\s*(result|user|assistant|ref|source)\s*[>＞]", re.IGNORECASE)
+_TAG_RE = re.compile(
+    r"[<＜]\s*([/／]?)\s*(result|user|assistant|ref|source)\s*[>＞]", re.IGNORECASE
+)
 _FENCE_RE = re.compile(r"```[A-Za-z0-9_-]*")
 _BLOCK_RE = re.compile(r"<Result>(.*?)</Result>", re.DOTALL)
 _FIELD_RE = re.compile(r"<(User|Assistant|Ref|Source)>(.*?)</\1>", re.DOTALL)
 _STRAY_RE = re.compile(r"</?(?:Result|User|Assistant|Ref|Source)>")
 _CJK_CHAR = r"[\u3000-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uff00-\uffef]"
 # Full-width punctuation typed into English text, unless it follows CJK text quoted from a caption.
-_FULLWIDTH = {"，": ",", "。": ".", "：": ":", "；": ";", "！": "!", "？": "?", "（": "(", "）": ")"}
+_FULLWIDTH = {
+    "，": ",",
+    "。": ".",
+    "：": ":",
+    "；": ";",
+    "！": "!",
+    "？": "?",
+    "（": "(",
+    "）": ")",
+}
 _FULLWIDTH_RE = re.compile(rf"(?<!{_CJK_CHAR})([，。：；！？（）])")
 _SPACE_BEFORE_PUNCT_RE = re.compile(r"\s+([,.:;!?)])")
 _QUOTE_PAIRS = (('"', '"'), ("“", "”"), ("'", "'"), ("「", "」"))
-
 
 
 @dataclass(frozen=True)

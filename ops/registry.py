@@ -263,7 +263,11 @@ class OpSpec:
     def _judge(
         self, index: int, slot: Slot, language: Language, block: Block, context: v.Context
     ) -> tuple[Item, Refusal | None]:
-        own = [(tag, clean(text, language)) for tag, text in block.fields if tag in ("User", "Assistant")]
+        own = [
+            (tag, clean(text, language))
+            for tag, text in block.fields
+            if tag in ("User", "Assistant")
+        ]
         texts = [text for _, text in own]
         if tuple(tag for tag, _ in own) != self.tags or block.stray:
             found = [tag for tag, _ in block.fields]

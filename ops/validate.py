@@ -151,7 +151,9 @@ def _lists() -> dict[str, frozenset[str]]:
     en, zh = raw["en"], raw["zh"]
     return {
         "function": frozenset(en["function"]) | frozenset(en["generic"]),
-        "nonsubject": frozenset(en["function"]) | frozenset(en["generic"]) | frozenset(en["attribute"]),
+        "nonsubject": frozenset(en["function"])
+        | frozenset(en["generic"])
+        | frozenset(en["attribute"]),
         "zh_tokens": frozenset(zh["tokens"]),
         "zh_chars": frozenset(zh["characters"]),
     }
@@ -280,7 +282,10 @@ def injection(c: Candidate) -> Refusal | None:
     for f in c.fields:
         m = INSTRUCTION.search(f.text)
         if m:
-            return INJECTION, f"{c.where(f)} carries an instruction or model chatter: {m.group(0)!r}"
+            return (
+                INJECTION,
+                f"{c.where(f)} carries an instruction or model chatter: {m.group(0)!r}",
+            )
     return None
 
 

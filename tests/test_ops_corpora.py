@@ -80,7 +80,9 @@ def test_the_bad_corpus_covers_every_way_named_in_the_issue():
         assert reasons[reason] >= 2, reason
     assert sum(reasons.values()) >= 60
     # Good results stand beside bad ones, as in real answers.
-    assert sum(r is None for _, e in BAD if isinstance(e["expect"], list) for r in e["expect"]) >= 15
+    assert (
+        sum(r is None for _, e in BAD if isinstance(e["expect"], list) for r in e["expect"]) >= 15
+    )
 
 
 def test_the_prompts_ask_for_the_tags_the_good_answers_carry():

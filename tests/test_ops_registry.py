@@ -238,7 +238,9 @@ def test_the_prompts_do_not_contradict_themselves():
     assert "varying the wording from one conversation to the next" in _prompt("caption2QA_q")
     # Question structures fit any subject, and the prompt allows adapting them.
     questions = load_pools()["question"]
-    assert not any("cared for" in q or "类型" in q or "照料" in q for q in questions.en + questions.zh)
+    assert not any(
+        "cared for" in q or "类型" in q or "照料" in q for q in questions.en + questions.zh
+    )
     assert "adapting the wording where the structure does not suit" in _prompt("Q_from_caption")
 
 

@@ -60,7 +60,9 @@ def test_same_seed_same_call_and_choice_different_seeds_differ():
 
 def test_language_restricts_the_choice():
     for seed in range(10):
-        zh = run(TemplateBackend(), "caption2query", INPUTS["caption2query"], seed=seed, language="zh")
+        zh = run(
+            TemplateBackend(), "caption2query", INPUTS["caption2query"], seed=seed, language="zh"
+        )
         assert zh.language == "zh" and zh.chosen in (3, 4, 5)
     with pytest.raises(ValueError, match="no result in language 'zh'"):
         run(TemplateBackend(), "A_from_caption", INPUTS["A_from_caption"], language="zh")
@@ -92,7 +94,9 @@ def test_a_rejected_response_is_retried_with_a_fresh_sample_then_succeeds():
 def test_exhausted_attempts_become_a_reject_with_every_reason():
     bad = [
         results(GOOD_DEP[:4]),
-        results(["For the image of the ..., make it sunny."] * 3 + ["针对那张...的图片，改成晴天。"] * 3),
+        results(
+            ["For the image of the ..., make it sunny."] * 3 + ["针对那张...的图片，改成晴天。"] * 3
+        ),
         "no results at all",
     ]
     result = run(ScriptedBackend(bad), "query2dep_q", INPUTS["query2dep_q"])

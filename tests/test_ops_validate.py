@@ -82,9 +82,10 @@ def test_i_would_like_is_not_speculation():
     # The rules forbid "looks like"; the request pool itself says "I'd like to see ...".
     text = ("I'd like to see a lone person on a bench by an alpine lake.", "a lone person",
             "A lone individual")  # fmt: skip
-    assert verdicts("caption2query", {"caption": CAPTION}, with_result(GOOD_C2Q, 0, text)) == [
-        None
-    ] * 6
+    assert (
+        verdicts("caption2query", {"caption": CAPTION}, with_result(GOOD_C2Q, 0, text))
+        == [None] * 6
+    )
 
 
 def test_text_quoted_from_the_caption_is_not_held_against_a_result():
@@ -231,7 +232,13 @@ def test_words_of_the_caption_point_back_in_either_language_and_colours_do_not()
     assert _dep("For the small white picture, make it sunny.", CAT) == "validate:no-reference"
     # A Chinese caption: an English rewrite quoting it, or a Chinese one sharing its words.
     assert _dep("Make the 白猫 picture sunny.", "一只白猫躺在书上。") is None
-    assert _dep(("把躺在书上的白猫那张图改成晴天。", "躺在书上的白猫", "白猫躺在书上"), "一只白猫躺在书上。") is None
+    assert (
+        _dep(
+            ("把躺在书上的白猫那张图改成晴天。", "躺在书上的白猫", "白猫躺在书上"),
+            "一只白猫躺在书上。",
+        )
+        is None
+    )
     assert _dep("Make it sunny.", "一只白猫躺在书上。") == "validate:no-reference"
     # Words of the edit request itself do not point back; a declared pair does.
     dog = "Make the dog brown."

@@ -11,8 +11,10 @@ import datasets
 
 from synth.contract import DialogueSample
 from synth.shards import iter_samples, read_manifest
-from synth.stages.words import words_of
+from synth.stages.dialogue import dialogue_language
+from synth.stages.words import detect_language, words_of
 from taxonomy import TASKS, TaskName
+from tests.fakes.capable_model import CapableModel
 from tests.stages_support import EXAMPLES, op_answer, run_stage
 
 
@@ -148,3 +150,30 @@ def test_bundled_data_through_the_fake_openai_server(tmp_path: Path, fake_openai
     # A rerun of a finished stage sends nothing.
     run_stage("c", **{"in": [a, b]}, out=c, **llm)
     assert len(fake_openai.log) == requests
+
+
+def test_a_b_c_against_a_capable_model_rejects_nothing_and_keeps_the_chinese_it_drew(
+    tmp_path: Path, fake_openai, prompt_book
+) -> None:
+    # A model that answers every operation well in both languages (Chinese results in Chinese,
+    # subjects named by their Chinese names, Ref/Source pairs declared): no result refused,
+    # no sample lost, and stage b's final requests keep the language stage a drew.
+    fake_openai.answer = CapableModel(prompt_book)
+    llm = {"llm": "openai", "model": "gpt-4o", "base_url": fake_openai.base_url}
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    run_stage("a", sources=EXAMPLES, out=a, limit=40, **llm)
+    run_stage("b", **{"in": a}, out=b, **llm)
+    run_stage("c", **{"in": [a, b]}, out=c, **llm)
+    for out in (a, b, c):
+        manifest = read_manifest(out)
+        assert manifest.complete and not manifest.reject_counts, manifest.reject_counts
+    samples = [s for out in (a, b, c) for s in iter_samples(out)]
+    assert all(not any(c.refused) for s in samples for c in s.provenance.llm_calls)
+    drawn = {s.sample_id: dialogue_language(s) for s in iter_samples(a)}
+    finals = [
+        (drawn[s.provenance.parent_id], detect_language(s.turns[s.final_turn].text))
+        for s in iter_samples(b)
+    ]
+    assert [final for _, final in finals] == [parent for parent, _ in finals]
+    zh = sum(final == "zh" for _, final in finals)
+    assert 0 < zh < len(finals), finals  # both languages were drawn, and both kept

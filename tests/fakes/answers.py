@@ -49,9 +49,13 @@ class PromptBook:
         with self._lock:
             self._requests[tuple((m.role, m.content) for m in request.messages)] = request
 
-    def answer(self, fake: FakeRequest) -> str:
+    def request_for(self, fake: FakeRequest) -> LLMRequest | None:
+        """The request rendered in this test whose messages the fake server received."""
         with self._lock:
-            request = self._requests.get(fake.messages)
+            return self._requests.get(fake.messages)
+
+    def answer(self, fake: FakeRequest) -> str:
+        request = self.request_for(fake)
         if request is None:
             return echo_answer(fake)
         p = request.params
