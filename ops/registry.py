@@ -37,7 +37,8 @@ from functools import cached_property
 from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
-from jinja2 import Environment, Template
+from jinja2 import Template
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 
 from ops import validate as v
@@ -182,7 +183,7 @@ class OpSpec:
     template_version: str = ""
     variables: frozenset[str] = frozenset()
     examples: frozenset[str] = frozenset()  # fingerprints of the worked examples' texts
-    env: Environment | None = None
+    env: ImmutableSandboxedEnvironment | None = None
 
     @cached_property
     def template(self) -> Template:
@@ -242,13 +243,10 @@ class OpSpec:
         """Every result of a response with its verdict; a ParseRejection when the response's
         blocks cannot be told apart."""
         values = self.validate_inputs(inputs).model_dump()
-        context = v.Context(
+        context = v.Context.of(
             sources=tuple(x for k, x in values.items() if isinstance(x, str) and k != "language"),
-            subjects=tuple(
-                v.Subject(", ".join(names), tuple(values[n] for n in names))
-                for names in self.subjects
-            ),
-            exclude=" ".join(values[n] for n in self.exclude),
+            subjects=[(", ".join(names), [values[n] for n in names]) for names in self.subjects],
+            exclude=[values[n] for n in self.exclude],
             examples=self.examples,
         )
         blocks = parse_blocks(text, self.results)
@@ -311,7 +309,7 @@ def define(
     subjects: tuple[tuple[str, ...], ...] = (),
     exclude: tuple[str, ...] = (),
     max_tokens: int = 1024,
-    env: Environment | None = None,
+    env: ImmutableSandboxedEnvironment | None = None,
 ) -> OpSpec:
     """One table entry, its template's variables checked against its declared inputs."""
     env = env or make_environment()

@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from typing import Literal
 
@@ -67,6 +67,7 @@ _HAN_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]+")
 _LATIN = re.compile(r"[A-Za-z]")
 _WORD_CHAR = re.compile(r"\w")
 _TOKEN = re.compile(r"[a-z0-9]+")
+_NOT_ALNUM = re.compile(r"[\W_]+")
 _POSSESSIVE = re.compile(r"['’]s\b|(?<=s)['’](?=\s|$)")
 # Latin words inside Chinese text: two letters or more, not part of a number's unit ("400km").
 _LATIN_WORD = re.compile(r"(?<![0-9A-Za-z])[A-Za-z][A-Za-z'’-]+")
@@ -95,20 +96,45 @@ _QUOTE_MAP = str.maketrans({"“": '"', "”": '"', "‘": "'", "’": "'", "「
 # ---- what a check sees ----
 @dataclass(frozen=True)
 class Subject:
-    """What one reference must point into: the input texts that describe one subject."""
+    """What one reference must point into: the input texts that describe one subject, with
+    their English words and their Chinese character pairs."""
 
     name: str  # the input fields, for messages ("caption_a")
-    texts: tuple[str, ...]
+    text: str
+    words: frozenset[str]
+    bigrams: frozenset[str]
+
+    @classmethod
+    def of(cls, name: str, texts: Iterable[str]) -> Subject:
+        text = "\n".join(texts)
+        return cls(name, text, frozenset(stems(text)), frozenset(_bigrams(text)))
 
 
 @dataclass(frozen=True)
 class Context:
-    """One answer's inputs, as the checks read them."""
+    """One answer's inputs, as the checks read them (their words computed once an answer)."""
 
     sources: tuple[str, ...]  # every input text: what a result may quote
     subjects: tuple[Subject, ...]  # each must be pointed to by every result
-    exclude: str  # text whose words do not count as pointing (the edit request rewritten)
+    exclude: Subject  # text whose words do not count as pointing (the edit request rewritten)
     examples: frozenset[str]  # fingerprints of the prompt's worked-example texts
+    source_words: frozenset[str]
+
+    @classmethod
+    def of(
+        cls,
+        sources: tuple[str, ...],
+        subjects: Iterable[tuple[str, Iterable[str]]],
+        exclude: Iterable[str],
+        examples: frozenset[str],
+    ) -> Context:
+        return cls(
+            sources,
+            tuple(Subject.of(name, texts) for name, texts in subjects),
+            Subject.of("exclude", exclude),
+            examples,
+            frozenset(w for s in sources for w in stems(s)),
+        )
 
 
 @dataclass(frozen=True)
@@ -159,6 +185,7 @@ def _lists() -> dict[str, frozenset[str]]:
     }
 
 
+@lru_cache(maxsize=1 << 16)  # captions and requests repeat their words
 def _stem(word: str) -> str:
     if len(word) > 4 and word.endswith("ies"):
         return word[:-3] + "y"
@@ -202,10 +229,6 @@ def _bigrams(text: str) -> set[str]:
     return {run[i : i + 2] for run in _HAN_RUN.findall(text) for i in range(len(run) - 1)}
 
 
-def _naming_bigrams(text: str) -> set[str]:
-    return {b for b in _bigrams(text) if han_left(b)}
-
-
 def names_something(text: str) -> bool:
     return bool(naming_words(text) or han_left(text))
 
@@ -216,7 +239,7 @@ def _norm(text: str) -> str:
 
 def fingerprint(text: str) -> str:
     """Letters, digits and CJK characters only, lower-cased: a text and its re-typed copy agree."""
-    return "".join(c for c in text.lower() if c.isalnum())
+    return _NOT_ALNUM.sub("", text.lower())
 
 
 def _in_sources(fragment: str, sources: Iterable[str]) -> bool:
@@ -245,18 +268,21 @@ def wrong_language(c: Candidate) -> Refusal | None:
     its language at all. Quoted or bracketed text is fine; so is Chinese copied from the inputs
     in English text, and in Chinese text single letters, acronyms (EMU, T恤) and capitalised
     words copied from the inputs (Taipei, sign text)."""
-    source_words = {w for s in c.context.sources for w in stems(s)}
+    source_words = c.context.source_words
     for f in c.fields:
-        outside = _QUOTED.sub(" ", f.text)
         if f.language == "en":
             if not _LATIN.search(f.text):
                 return WRONG_LANGUAGE, f"{c.where(f)} has no Latin letters"
+            if f.text.isascii():  # no Chinese in it at all
+                continue
+            outside = _QUOTED.sub(" ", f.text)
             own = [r for r in _CJK_RUN.findall(outside) if not _in_sources(r, c.context.sources)]
             if own:
                 return WRONG_LANGUAGE, f"{c.where(f)} has Chinese text of its own: {own[0]!r}"
             continue
         if not _HAN.search(f.text):
             return WRONG_LANGUAGE, f"{c.where(f)} has no Chinese characters"
+        outside = _QUOTED.sub(" ", f.text)
         foreign = [
             w
             for w in _LATIN_WORD.findall(outside)
@@ -310,25 +336,20 @@ def copied_example(c: Candidate) -> Refusal | None:
     return None
 
 
-def _evidence(text: str, subject: Subject, exclude: str) -> set[str]:
+def _evidence(text: str, subject: Subject, exclude: Subject) -> frozenset[str]:
     """Words of ``subject`` that ``text`` shows: English naming words, Chinese bigrams that
     are not only non-subject characters; none of the ``exclude`` text's own."""
-    inputs = " ".join(subject.texts)
-    words = naming_words(text) & set(stems(inputs))
-    words -= set(stems(exclude))
-    pairs = {b for b in _naming_bigrams(inputs) - _bigrams(exclude) if b in text}
+    words = (naming_words(text) & subject.words) - exclude.words
+    pairs = {b for b in subject.bigrams - exclude.bigrams if b in text and han_left(b)}
     return words | pairs
 
 
 def _grounded(source: str, subject: Subject) -> bool:
     """Every word of ``source`` (English words, Chinese bigrams and single characters) occurs
     in the subject's input text."""
-    inputs = " ".join(subject.texts)
-    if not set(content_words(source)) <= set(stems(inputs)):
+    if not content_words(source) <= subject.words or not _bigrams(source) <= subject.bigrams:
         return False
-    if not _bigrams(source) <= _bigrams(inputs):
-        return False
-    return all(run in inputs for run in _HAN_RUN.findall(source) if len(run) == 1)
+    return all(run in subject.text for run in _HAN_RUN.findall(source) if len(run) == 1)
 
 
 def _pair_refusal(ref: str, source: str, naming: str, subject: Subject) -> Refusal | None:
