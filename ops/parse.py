@@ -33,9 +33,12 @@ _TAG_RE = re.compile(
     r"[<＜]\s*([/／]?)\s*(result|user|assistant|ref|source)\s*[>＞]", re.IGNORECASE
 )
 _FENCE_RE = re.compile(r"```[A-Za-z0-9_-]*")
-_BLOCK_RE = re.compile(r"<Result>(.*?)</Result>", re.DOTALL)
-_FIELD_RE = re.compile(r"<(User|Assistant|Ref|Source)>(.*?)</\1>", re.DOTALL)
-_STRAY_RE = re.compile(r"</?(?:Result|User|Assistant|Ref|Source)>")
+_OPEN, _CLOSE, _END = r"[<＜]\s*", r"[<＜]\s*[/／]\s*", r"\s*[>＞]"
+# A block and a field, tags written as _TAG_RE allows; splitting by them keeps what lies between.
+_BLOCK_RE = re.compile(rf"{_OPEN}result{_END}(.*?){_CLOSE}result{_END}", re.I | re.S)
+_FIELD_RE = re.compile(
+    rf"{_OPEN}(user|assistant|ref|source){_END}(.*?){_CLOSE}\1{_END}", re.I | re.S
+)
 _CJK_CHAR = r"[\u3000-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uff00-\uffef]"
 # Full-width punctuation typed into English text, unless it follows CJK text quoted from a caption.
 _FULLWIDTH = {
@@ -48,7 +51,7 @@ _FULLWIDTH = {
     "（": "(",
     "）": ")",
 }
-_FULLWIDTH_RE = re.compile(rf"(?<!{_CJK_CHAR})([，。：；！？（）])")
+_FULLWIDTH_RE = re.compile(rf"([，。：；！？（）])(?<!{_CJK_CHAR}[，。：；！？（）])")
 _SPACE_BEFORE_PUNCT_RE = re.compile(r"\s+([,.:;!?)])")
 _QUOTE_PAIRS = (('"', '"'), ("“", "”"), ("'", "'"), ("「", "」"))
 
@@ -85,14 +88,6 @@ def format_results(blocks: Sequence[Sequence[tuple[str, str]]]) -> str:
     return "\n".join(lines)
 
 
-def _canonical_tags(text: str) -> str:
-    def canon(m: re.Match[str]) -> str:
-        name = m.group(2).capitalize()
-        return f"</{name}>" if m.group(1) else f"<{name}>"
-
-    return _TAG_RE.sub(canon, text)
-
-
 def clean(text: str, language: str) -> str:
     """Collapse whitespace, drop quotes wrapping the whole text, fix full-width ASCII punctuation
     in English."""
@@ -113,13 +108,13 @@ def parse_blocks(text: str, count: int) -> list[Block]:
     """The tagged fields of each of the ``count`` ``<Result>`` blocks, or a ParseRejection.
 
     Text between the fields of a block (a model's "1." or a stray word) is dropped."""
-    normalized = _canonical_tags(_FENCE_RE.sub("", text))
-    bodies = _BLOCK_RE.findall(normalized)
+    pieces = _BLOCK_RE.split(_FENCE_RE.sub("", text))  # outside, body, outside, ..., outside
+    bodies = pieces[1::2]
     if len(bodies) != count:
         raise ParseRejection(
             PARSE_WRONG_COUNT, f"found {len(bodies)} complete <Result> blocks, expected {count}"
         )
-    stray = _STRAY_RE.search(_BLOCK_RE.sub("", normalized))
+    stray = next(filter(None, map(_TAG_RE.search, pieces[::2])), None)
     if stray:
         raise ParseRejection(PARSE_MALFORMED, f"stray tag {stray.group(0)} outside the results")
     return [_block(body) for body in bodies]
@@ -132,8 +127,7 @@ def blocks_in(text: str) -> list[Block]:
 
 
 def _block(body: str) -> Block:
-    fields = tuple((tag, value) for tag, value in _FIELD_RE.findall(body))
-    stray = _STRAY_RE.search(_FIELD_RE.sub("", body)) or next(
-        (m for _, value in fields if (m := _STRAY_RE.search(value))), None
-    )
+    pieces = _FIELD_RE.split(body)  # between, tag, value, between, tag, value, ..., between
+    fields = tuple(zip((t.capitalize() for t in pieces[1::3]), pieces[2::3], strict=True))
+    stray = next(filter(None, map(_TAG_RE.search, pieces[::3] + pieces[2::3])), None)
     return Block(fields, stray.group(0) if stray else None)

@@ -214,8 +214,8 @@ class OpSpec:
             ) from err
 
     def languages(self, inputs: Mapping[str, Any] | BaseModel) -> tuple[Language, ...]:
-        """The language of each result."""
-        values = self.validate_inputs(inputs).model_dump()
+        """The language of each result, from validated inputs (``language`` fills 'input')."""
+        values = inputs if isinstance(inputs, Mapping) else inputs.model_dump()
         return tuple(
             values["language"] if s.language == "input" else s.language for s in self.slots
         )
@@ -279,15 +279,15 @@ class OpSpec:
             return self._item(language, slot, texts), refusal
         refs = [clean(text, language) for tag, text in block.fields if tag == "Ref"]
         sources = [clean(text, "zh") for tag, text in block.fields if tag == "Source"]
-        candidate = v.Candidate(
-            index=index,
-            language=language,
-            fields=tuple(
-                v.Field(f.role, language, f.length or slot.length, text, f.generic)
+        candidate = v.Candidate.of(
+            index,
+            language,
+            tuple(
+                v.Field.of(f.role, language, f.length or slot.length, text, f.generic)
                 for f, text in zip(self.fields, texts, strict=True)
             ),
-            refs=tuple(zip(refs, sources, strict=False)),
-            context=context,
+            tuple(zip(refs, sources, strict=False)),
+            context,
         )
         refusal = next((r for check in v.CHECKS if (r := check(candidate)) is not None), None)
         return self._item(language, slot, texts), refusal

@@ -160,7 +160,8 @@ async def run_op(
                 f"operation {op_name!r} takes {sorted(spec.inputs.model_fields)}: {err}"
             ) from err
         return OpResult(op_name, dict(inputs), 0, reason=INPUT_INVALID, detail=str(err))
-    languages = spec.languages(model)
+    values = model.model_dump()
+    languages = spec.languages(values)
     eligible = (
         list(range(len(languages)))
         if language is None

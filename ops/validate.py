@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from importlib import resources
+from itertools import pairwise
 from typing import Literal
 
 from ops.templates import load_yaml
@@ -67,28 +68,31 @@ _HAN_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]+")
 _LATIN = re.compile(r"[A-Za-z]")
 _WORD_CHAR = re.compile(r"\w")
 _TOKEN = re.compile(r"[a-z0-9]+")
-_NOT_ALNUM = re.compile(r"[\W_]+")
-_POSSESSIVE = re.compile(r"['’]s\b|(?<=s)['’](?=\s|$)")
+_POSSESSIVE = re.compile(r"['’](?:s\b|(?<=s['’])(?=\s|$))")  # "cat's", "dogs'"
 # Latin words inside Chinese text: two letters or more, not part of a number's unit ("400km").
 _LATIN_WORD = re.compile(r"(?<![0-9A-Za-z])[A-Za-z][A-Za-z'’-]+")
 # Spans a result may hold in the other language: quoted or in brackets ("方孔钱", “OPEN”).
 _QUOTED = re.compile(r'"[^"]*"|“[^”]*”|「[^」]*」|『[^』]*』|《[^》]*》|\([^)]*\)|（[^）]*）')
 _PLACEHOLDER_MARKS = ("...", "…", "。。。", "{{", "}}", "{%", "%}", "<<<", ">>>")
 _PLACEHOLDER_RE = re.compile(r"\[[^\]]{0,40}\]|\{[^}]{0,40}\}|<[^<>]{1,40}>")
-_SPECULATIVE_EN = re.compile(
-    r"\b(seems?|seemingly|maybe|perhaps|possibly|probably|apparently|appears? to|might be|"
-    r"could be|looks? like)\b",
-    re.IGNORECASE,
+# Speculative English: single words, and word pairs ("looks like", not "I'd like").
+_SPECULATIVE_WORDS = frozenset(
+    ("seem", "seems", "seemingly", "maybe", "perhaps", "possibly", "probably", "apparently")
 )
+_SPECULATIVE_PAIRS = frozenset(
+    (("appear", "to"), ("appears", "to"), ("might", "be"), ("could", "be"), ("look", "like"),
+     ("looks", "like"))
+)  # fmt: skip
 _SPECULATIVE_ZH = ("似乎", "可能", "也许", "或许", "好像", "大概", "貌似", "看似")
 # An instruction to a model, or a model talking about its task, inside a result.
 INSTRUCTION = re.compile(
     r"ignore (all |any )?(of )?(the |my |your )?(above|previous|prior|earlier) |"
     r"ignore (all |the |previous |prior )*instructions|disregard (the|all|previous|prior) |"
     r"system prompt|as an ai\b|language model|^(sure|okay|certainly)\b[,!.]|"
-    r"忽略(以上|上述|之前|前面|所有)|无视(以上|上述|之前)|系统提示|语言模型|作为一个?(AI|人工智能)",
+    r"忽略(以上|上述|之前|前面|所有)|无视(以上|上述|之前)|系统提示|语言模型|作为一个?(ai|人工智能)",
     re.IGNORECASE,
 )
+_INSTRUCTION_LOW = re.compile(INSTRUCTION.pattern)  # the same, on lower-cased text: ~3x faster
 _EDGE_PUNCT = " \t.,;:!?。，；：！？、"
 _QUOTE_MAP = str.maketrans({"“": '"', "”": '"', "‘": "'", "’": "'", "「": '"', "」": '"'})
 
@@ -137,32 +141,51 @@ class Context:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Field:
     role: Role
     language: Language
     length: Length
     text: str
     generic: bool  # meant to name nothing ("Create one for me", "Draw them together")
+    low: str  # lower-cased
+    words: tuple[str, ...]  # English words, lower-cased, possessives dropped, not yet stemmed
+
+    @classmethod
+    def of(cls, role: Role, language: Language, length: Length, text: str, generic: bool) -> Field:
+        low = text.lower()
+        return cls(role, language, length, text, generic, low, tuple(_words_low(low)))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Candidate:
-    """One result of an answer: its fields, the Ref/Source pairs it declared, the context."""
+    """One result of an answer: its fields, the Ref/Source pairs it declared, the context, and
+    what its naming fields (all but the generic ones) say."""
 
     index: int
     language: Language
     fields: tuple[Field, ...]
     refs: tuple[tuple[str, str], ...]
     context: Context
+    naming: str
+    naming_words: frozenset[str]
+
+    @classmethod
+    def of(
+        cls,
+        index: int,
+        language: Language,
+        fields: tuple[Field, ...],
+        refs: tuple[tuple[str, str], ...],
+        context: Context,
+    ) -> Candidate:
+        naming = [f for f in fields if not f.generic]
+        text = "\n".join(f.text for f in naming)
+        words = _naming(w for f in naming for w in f.words)
+        return cls(index, language, fields, refs, context, text, words)
 
     def where(self, f: Field | None = None) -> str:
         return f"result {self.index + 1} ({self.language}{', ' + f.role if f else ''})"
-
-    @property
-    def naming(self) -> str:
-        """The text of the fields that name the subject (all but the generic ones)."""
-        return "\n".join(f.text for f in self.fields if not f.generic)
 
 
 Refusal = tuple[str, str]
@@ -196,10 +219,18 @@ def _stem(word: str) -> str:
     return word
 
 
+def _words(text: str) -> list[str]:
+    return _words_low(text.lower())
+
+
+def _words_low(low: str) -> list[str]:
+    return _TOKEN.findall(_POSSESSIVE.sub("", low))
+
+
 def stems(text: str) -> list[str]:
     """English words of ``text``, lower-cased, possessives dropped, plurals singular; hyphenated
     words are split ("red-and-white" -> red, and, white)."""
-    return [_stem(w) for w in _TOKEN.findall(_POSSESSIVE.sub("", text.lower()))]
+    return [_stem(w) for w in _words(text)]
 
 
 def content_words(text: str) -> frozenset[str]:
@@ -211,8 +242,12 @@ def content_words(text: str) -> frozenset[str]:
 def naming_words(text: str) -> frozenset[str]:
     """English words of ``text`` that can name a subject: no function, generic or attribute
     word (colour, size, shape, age) and no number."""
+    return _naming(_words(text))
+
+
+def _naming(words: Iterable[str]) -> frozenset[str]:
     nonsubject = _lists()["nonsubject"]
-    return frozenset(w for w in stems(text) if w not in nonsubject and not w.isdigit())
+    return frozenset(s for w in words if (s := _stem(w)) not in nonsubject and not s.isdigit())
 
 
 def han_left(text: str) -> str:
@@ -238,8 +273,9 @@ def _norm(text: str) -> str:
 
 
 def fingerprint(text: str) -> str:
-    """Letters, digits and CJK characters only, lower-cased: a text and its re-typed copy agree."""
-    return _NOT_ALNUM.sub("", text.lower())
+    """Lower-cased, quotes unified, spaces collapsed, no closing punctuation: a text and its
+    copy agree."""
+    return _norm(text)
 
 
 def _in_sources(fragment: str, sources: Iterable[str]) -> bool:
@@ -306,7 +342,7 @@ def placeholder(c: Candidate) -> Refusal | None:
 
 def injection(c: Candidate) -> Refusal | None:
     for f in c.fields:
-        m = INSTRUCTION.search(f.text)
+        m = _INSTRUCTION_LOW.search(f.low)
         if m:
             return (
                 INJECTION,
@@ -320,7 +356,9 @@ def speculative(c: Candidate) -> Refusal | None:
     for f in c.fields:
         if f.role != "request":
             continue
-        found = [m.group(0) for m in _SPECULATIVE_EN.finditer(f.text)]
+        words = f.words
+        found = [w for w in words if w in _SPECULATIVE_WORDS]
+        found += [" ".join(p) for p in pairwise(words) if p in _SPECULATIVE_PAIRS]
         found += [w for w in _SPECULATIVE_ZH if w in f.text]
         for word in found:
             if not _in_sources(word, c.context.sources):
@@ -336,11 +374,11 @@ def copied_example(c: Candidate) -> Refusal | None:
     return None
 
 
-def _evidence(text: str, subject: Subject, exclude: Subject) -> frozenset[str]:
-    """Words of ``subject`` that ``text`` shows: English naming words, Chinese bigrams that
-    are not only non-subject characters; none of the ``exclude`` text's own."""
-    words = (naming_words(text) & subject.words) - exclude.words
-    pairs = {b for b in subject.bigrams - exclude.bigrams if b in text and han_left(b)}
+def _evidence(c: Candidate, subject: Subject, exclude: Subject) -> frozenset[str]:
+    """Words of ``subject`` the result shows: English naming words, Chinese bigrams that are
+    not only non-subject characters; none of the ``exclude`` text's own."""
+    words = (c.naming_words & subject.words) - exclude.words
+    pairs = {b for b in subject.bigrams - exclude.bigrams if b in c.naming and han_left(b)}
     return words | pairs
 
 
@@ -379,7 +417,7 @@ def reference(c: Candidate) -> Refusal | None:
             reason, detail = row[0]  # type: ignore[misc]
             return reason, f"{c.where()}: {detail}"
     for k, subject in enumerate(subjects):
-        if _evidence(naming, subject, c.context.exclude) or any(row[k] is None for row in verdicts):
+        if _evidence(c, subject, c.context.exclude) or any(row[k] is None for row in verdicts):
             continue
         declared = "declares no Ref/Source" if not c.refs else "no Ref/Source pair points to it"
         return NO_REFERENCE, f"{c.where()} names nothing from the {subject.name} and {declared}"
