@@ -33,12 +33,6 @@ _TAG_RE = re.compile(
     r"[<＜]\s*([/／]?)\s*(result|user|assistant|ref|source)\s*[>＞]", re.IGNORECASE
 )
 _FENCE_RE = re.compile(r"```[A-Za-z0-9_-]*")
-_OPEN, _CLOSE, _END = r"[<＜]\s*", r"[<＜]\s*[/／]\s*", r"\s*[>＞]"
-# A block and a field, tags written as _TAG_RE allows; splitting by them keeps what lies between.
-_BLOCK_RE = re.compile(rf"{_OPEN}result{_END}(.*?){_CLOSE}result{_END}", re.I | re.S)
-_FIELD_RE = re.compile(
-    rf"{_OPEN}(user|assistant|ref|source){_END}(.*?){_CLOSE}\1{_END}", re.I | re.S
-)
 _CJK_CHAR = r"[\u3000-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uff00-\uffef]"
 # Full-width punctuation typed into English text, unless it follows CJK text quoted from a caption.
 _FULLWIDTH = {
@@ -99,8 +93,9 @@ def clean(text: str, language: str) -> str:
                 text = inner.strip()
             break
     if language == "en":
-        text = _FULLWIDTH_RE.sub(lambda m: _FULLWIDTH[m.group(1)] + " ", text)
-        text = _SPACE_BEFORE_PUNCT_RE.sub(r"\1", " ".join(text.split())).strip()
+        if not text.isascii():  # full-width punctuation is not ASCII
+            text = " ".join(_FULLWIDTH_RE.sub(lambda m: _FULLWIDTH[m.group(1)] + " ", text).split())
+        text = _SPACE_BEFORE_PUNCT_RE.sub(r"\1", text).strip()
     return text
 
 
@@ -108,26 +103,50 @@ def parse_blocks(text: str, count: int) -> list[Block]:
     """The tagged fields of each of the ``count`` ``<Result>`` blocks, or a ParseRejection.
 
     Text between the fields of a block (a model's "1." or a stray word) is dropped."""
-    pieces = _BLOCK_RE.split(_FENCE_RE.sub("", text))  # outside, body, outside, ..., outside
-    bodies = pieces[1::2]
-    if len(bodies) != count:
+    blocks, outside = _scan(_FENCE_RE.sub("", text))
+    if len(blocks) != count:
         raise ParseRejection(
-            PARSE_WRONG_COUNT, f"found {len(bodies)} complete <Result> blocks, expected {count}"
+            PARSE_WRONG_COUNT, f"found {len(blocks)} complete <Result> blocks, expected {count}"
         )
-    stray = next(filter(None, map(_TAG_RE.search, pieces[::2])), None)
-    if stray:
-        raise ParseRejection(PARSE_MALFORMED, f"stray tag {stray.group(0)} outside the results")
-    return [_block(body) for body in bodies]
+    if outside is not None:
+        raise ParseRejection(PARSE_MALFORMED, f"stray tag {outside} outside the results")
+    return blocks
 
 
 def blocks_in(text: str) -> list[Block]:
     """Every complete ``<Result>`` block written out in ``text`` (a template's worked examples),
     read by the same grammar as answers."""
-    return [_block(body) for body in _BLOCK_RE.findall(text)]
+    return _scan(text)[0]
 
 
-def _block(body: str) -> Block:
-    pieces = _FIELD_RE.split(body)  # between, tag, value, between, tag, value, ..., between
-    fields = tuple(zip((t.capitalize() for t in pieces[1::3]), pieces[2::3], strict=True))
-    stray = next(filter(None, map(_TAG_RE.search, pieces[::3] + pieces[2::3])), None)
-    return Block(fields, stray.group(0) if stray else None)
+def _scan(text: str) -> tuple[list[Block], str | None]:
+    """The complete blocks of ``text``, in one pass over its tags, and the first tag outside
+    them (a result closed early or opened twice, or the start of an unfinished one).
+
+    Inside a block, a field runs from its opening tag to the closing tag of the same name; any
+    other tag there (a field opened twice, a field never closed) marks the block's ``stray``."""
+    blocks: list[Block] = []
+    outside: str | None = None
+    fields: list[tuple[str, str]] | None = None  # of the open block
+    stray: str | None = None  # of the open block
+    field: tuple[str, int, str] | None = None  # the open field: name, where its text starts, tag
+    for m in _TAG_RE.finditer(text):
+        closing, name, tag = bool(m.group(1)), m.group(2).capitalize(), m.group(0)
+        if fields is None:
+            if name == "Result" and not closing:
+                fields, stray, field = [], None, None
+            else:
+                outside = outside or tag
+        elif name == "Result" and closing:
+            blocks.append(Block(tuple(fields), stray or (field[2] if field else None)))
+            fields = None
+        elif field is None and not closing and name != "Result":
+            field = (name, m.end(), tag)
+        elif field is not None and closing and name == field[0]:
+            fields.append((name, text[field[1] : m.start()]))
+            field = None
+        else:
+            stray = stray or tag
+    if fields is not None:  # an unfinished block
+        outside = outside or "<Result>"
+    return blocks, outside

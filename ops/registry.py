@@ -279,7 +279,7 @@ class OpSpec:
             return self._item(language, slot, texts), refusal
         refs = [clean(text, language) for tag, text in block.fields if tag == "Ref"]
         sources = [clean(text, "zh") for tag, text in block.fields if tag == "Source"]
-        candidate = v.Candidate.of(
+        candidate = v.Candidate(
             index,
             language,
             tuple(

@@ -94,7 +94,7 @@ INSTRUCTION = re.compile(
 )
 _INSTRUCTION_LOW = re.compile(INSTRUCTION.pattern)  # the same, on lower-cased text: ~3x faster
 _EDGE_PUNCT = " \t.,;:!?。，；：！？、"
-_QUOTE_MAP = str.maketrans({"“": '"', "”": '"', "‘": "'", "’": "'", "「": '"', "」": '"'})
+_QUOTES = (("“", '"'), ("”", '"'), ("‘", "'"), ("’", "'"), ("「", '"'), ("」", '"'))
 
 
 # ---- what a check sees ----
@@ -141,7 +141,9 @@ class Context:
         )
 
 
-@dataclass(frozen=True, slots=True)
+# Field and Candidate are built for every result of every answer and never changed after:
+# plain slotted dataclasses (a frozen one sets each attribute through object.__setattr__).
+@dataclass(slots=True)
 class Field:
     role: Role
     language: Language
@@ -149,43 +151,32 @@ class Field:
     text: str
     generic: bool  # meant to name nothing ("Create one for me", "Draw them together")
     low: str  # lower-cased
+    norm: str  # lower-cased, quotes unified, spaces collapsed, no closing punctuation
     words: tuple[str, ...]  # English words, lower-cased, possessives dropped, not yet stemmed
 
     @classmethod
     def of(cls, role: Role, language: Language, length: Length, text: str, generic: bool) -> Field:
         low = text.lower()
-        return cls(role, language, length, text, generic, low, tuple(_words_low(low)))
+        words = tuple(_TOKEN.findall(_POSSESSIVE.sub("", low)))
+        return cls(role, language, length, text, generic, low, _norm_low(low), words)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Candidate:
-    """One result of an answer: its fields, the Ref/Source pairs it declared, the context, and
-    what its naming fields (all but the generic ones) say."""
+    """One result of an answer: its fields, the Ref/Source pairs it declared, the context."""
 
     index: int
     language: Language
     fields: tuple[Field, ...]
     refs: tuple[tuple[str, str], ...]
     context: Context
-    naming: str
-    naming_words: frozenset[str]
-
-    @classmethod
-    def of(
-        cls,
-        index: int,
-        language: Language,
-        fields: tuple[Field, ...],
-        refs: tuple[tuple[str, str], ...],
-        context: Context,
-    ) -> Candidate:
-        naming = [f for f in fields if not f.generic]
-        text = "\n".join(f.text for f in naming)
-        words = _naming(w for f in naming for w in f.words)
-        return cls(index, language, fields, refs, context, text, words)
 
     def where(self, f: Field | None = None) -> str:
         return f"result {self.index + 1} ({self.language}{', ' + f.role if f else ''})"
+
+    def naming(self) -> tuple[Field, ...]:
+        """The fields that name the subject (all but the generic ones)."""
+        return tuple(f for f in self.fields if not f.generic)
 
 
 Refusal = tuple[str, str]
@@ -268,14 +259,17 @@ def names_something(text: str) -> bool:
     return bool(naming_words(text) or han_left(text))
 
 
-def _norm(text: str) -> str:
-    return " ".join(text.translate(_QUOTE_MAP).lower().split()).strip(_EDGE_PUNCT + "\"'")
+def _norm_low(low: str) -> str:
+    if not low.isascii():
+        for curly, plain in _QUOTES:
+            low = low.replace(curly, plain)
+    return " ".join(low.split()).strip(_EDGE_PUNCT + "\"'")
 
 
 def fingerprint(text: str) -> str:
     """Lower-cased, quotes unified, spaces collapsed, no closing punctuation: a text and its
     copy agree."""
-    return _norm(text)
+    return _norm_low(text.lower())
 
 
 def _in_sources(fragment: str, sources: Iterable[str]) -> bool:
@@ -369,17 +363,19 @@ def speculative(c: Candidate) -> Refusal | None:
 def copied_example(c: Candidate) -> Refusal | None:
     """A text of the prompt's own worked example, copied (about the example's subject)."""
     for f in c.fields:
-        if not f.generic and fingerprint(f.text) in c.context.examples:
+        if not f.generic and f.norm in c.context.examples:
             return COPIED_EXAMPLE, f"{c.where(f)} copies the prompt's worked example: {f.text!r}"
     return None
 
 
-def _evidence(c: Candidate, subject: Subject, exclude: Subject) -> frozenset[str]:
-    """Words of ``subject`` the result shows: English naming words, Chinese bigrams that are
-    not only non-subject characters; none of the ``exclude`` text's own."""
-    words = (c.naming_words & subject.words) - exclude.words
-    pairs = {b for b in subject.bigrams - exclude.bigrams if b in c.naming and han_left(b)}
-    return words | pairs
+def _evidence(naming: tuple[Field, ...], subject: Subject, exclude: Subject) -> bool:
+    """Whether the naming fields show a word of ``subject``: an English naming word, or a
+    Chinese bigram that is not only non-subject characters; none of the ``exclude`` text's."""
+    words = _naming(w for f in naming for w in f.words)
+    if (words & subject.words) - exclude.words:
+        return True
+    text = "\n".join(f.text for f in naming)
+    return any(b in text and han_left(b) for b in subject.bigrams - exclude.bigrams)
 
 
 def _grounded(source: str, subject: Subject) -> bool:
@@ -390,11 +386,13 @@ def _grounded(source: str, subject: Subject) -> bool:
     return all(run in subject.text for run in _HAN_RUN.findall(source) if len(run) == 1)
 
 
-def _pair_refusal(ref: str, source: str, naming: str, subject: Subject) -> Refusal | None:
+def _pair_refusal(
+    ref: str, source: str, naming: tuple[Field, ...], subject: Subject
+) -> Refusal | None:
     if not names_something(ref):
         return VAGUE_REFERENCE, f"Ref {ref!r} names no subject, only words such as colours"
-    pieces = [_norm(p) for p in re.split(r"\.\.\.|…", ref)]
-    if not all(p in _norm(naming) for p in pieces if p):
+    pieces = [_norm_low(p.lower()) for p in re.split(r"\.\.\.|…", ref)]
+    if not all(any(p in f.norm for f in naming) for p in pieces if p):
         return REF_NOT_IN_RESULT, f"Ref {ref!r} is not in the result"
     if not names_something(source):
         return VAGUE_REFERENCE, f"Source {source!r} names no subject, only words such as colours"
@@ -410,14 +408,16 @@ def reference(c: Candidate) -> Refusal | None:
     subjects = c.context.subjects
     if not subjects:
         return None
-    naming = c.naming
+    naming = c.naming()
     verdicts = [[_pair_refusal(ref, src, naming, s) for s in subjects] for ref, src in c.refs]
     for row in verdicts:
         if all(r is not None for r in row):
             reason, detail = row[0]  # type: ignore[misc]
             return reason, f"{c.where()}: {detail}"
     for k, subject in enumerate(subjects):
-        if _evidence(c, subject, c.context.exclude) or any(row[k] is None for row in verdicts):
+        if any(row[k] is None for row in verdicts):
+            continue
+        if _evidence(naming, subject, c.context.exclude):
             continue
         declared = "declares no Ref/Source" if not c.refs else "no Ref/Source pair points to it"
         return NO_REFERENCE, f"{c.where()} names nothing from the {subject.name} and {declared}"
