@@ -185,7 +185,8 @@ def _correct_samples(shards: Path, n: int) -> int:
             and call.results[call.chosen] == sample.turns[0].parts[0].text
             and f"scene {i}." in call.prompt
             and len(call.results) == 6
-            and not any(call.refused)  # every result accepted
+            and call.refused[call.chosen] == ""  # the chosen result was judged and accepted
+            and not any(r.startswith(("validate:", "parse:")) for r in call.refused)
         ):
             seen.add(i)
     return len(seen & set(range(n)))

@@ -31,8 +31,8 @@ append-only, so the _dep operation rewrites only the final request and keeps the
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from functools import cached_property
 from types import MappingProxyType
 from typing import Annotated, Any, Literal
@@ -121,16 +121,40 @@ class QAResult:
 Item = TextResult | QAResult
 
 
-@dataclass(frozen=True)
+# What provenance records for a result no draw needed: the caller stopped at an accepted one.
+UNJUDGED = "unjudged"
+
+
+@dataclass
 class Answer:
-    """Every result of one answer in slot order, and for each the refusal that dropped it
-    (``None`` where it was accepted)."""
+    """Every result of one answer in slot order, each judged when first asked about
+    (``refusal``): a caller that draws one result judges only the results it draws, and
+    ``refusals`` judges them all."""
 
     results: tuple[Item, ...]
-    refusals: tuple[Refusal | None, ...]
+    judges: list[Callable[[], Refusal | None]]  # per result: what judging it takes
+    verdicts: dict[int, Refusal | None] = field(default_factory=dict)
+
+    def refusal(self, index: int) -> Refusal | None:
+        if index not in self.verdicts:
+            self.verdicts[index] = self.judges[index]()
+        return self.verdicts[index]
 
     def accepted(self, index: int) -> bool:
-        return self.refusals[index] is None
+        return self.refusal(index) is None
+
+    @property
+    def refusals(self) -> tuple[Refusal | None, ...]:
+        return tuple(self.refusal(i) for i in range(len(self.results)))
+
+    def provenance(self) -> tuple[str, ...]:
+        """Each result's verdict as provenance keeps it: '' accepted, 'reason: detail' refused,
+        ``UNJUDGED`` where no draw needed it."""
+        return tuple(
+            UNJUDGED if i not in self.verdicts else "" if r is None else f"{r[0]}: {r[1]}"
+            for i in range(len(self.results))
+            for r in [self.verdicts.get(i)]
+        )
 
 
 # ---- the layout of an answer ----
@@ -250,17 +274,19 @@ class OpSpec:
             examples=self.examples,
         )
         blocks = parse_blocks(text, self.results)
-        judged = [
-            self._judge(i, slot, language, block, context)
+        read = [
+            self._read(i, slot, language, block, context)
             for i, (slot, language, block) in enumerate(
                 zip(self.slots, self.languages(values), blocks, strict=True)
             )
         ]
-        return Answer(tuple(r for r, _ in judged), tuple(f for _, f in judged))
+        return Answer(tuple(item for item, _ in read), [judge for _, judge in read])
 
-    def _judge(
+    def _read(
         self, index: int, slot: Slot, language: Language, block: Block, context: v.Context
-    ) -> tuple[Item, Refusal | None]:
+    ) -> tuple[Item, Callable[[], Refusal | None]]:
+        """A block's result, and what judging it takes: the checks on its candidate, or the
+        refusal of a block whose fields are not the ones asked for."""
         own = [
             (tag, clean(text, language))
             for tag, text in block.fields
@@ -271,26 +297,24 @@ class OpSpec:
             found = [tag for tag, _ in block.fields]
             detail = f"stray tag {block.stray}" if block.stray else f"fields {found}"
             texts = (texts + [""] * len(self.fields))[: len(self.fields)]
-            refusal: Refusal | None = (
+            refusal = (
                 v.MALFORMED,
                 f"result {index + 1} holds {detail}, expected {list(self.tags)} "
                 "and Ref/Source pairs",
             )
-            return self._item(language, slot, texts), refusal
-        refs = [clean(text, language) for tag, text in block.fields if tag == "Ref"]
-        sources = [clean(text, "zh") for tag, text in block.fields if tag == "Source"]
-        candidate = v.Candidate(
-            index,
-            language,
-            tuple(
+            return self._item(language, slot, texts), lambda: refusal
+
+        def judge() -> Refusal | None:
+            refs = [clean(text, language) for tag, text in block.fields if tag == "Ref"]
+            sources = [clean(text, "zh") for tag, text in block.fields if tag == "Source"]
+            fields = tuple(
                 v.Field.of(f.role, language, f.length or slot.length, text, f.generic)
                 for f, text in zip(self.fields, texts, strict=True)
-            ),
-            tuple(zip(refs, sources, strict=False)),
-            context,
-        )
-        refusal = next((r for check in v.CHECKS if (r := check(candidate)) is not None), None)
-        return self._item(language, slot, texts), refusal
+            )
+            pairs = tuple(zip(refs, sources, strict=False))
+            return v.judge(v.Candidate(index, language, fields, pairs, context))
+
+        return self._item(language, slot, texts), judge
 
     def _item(self, language: Language, slot: Slot, texts: list[str]) -> Item:
         if len(self.fields) == 3:

@@ -70,7 +70,8 @@ class OpResult:
     ``chosen`` indexes ``output.results`` and is always an accepted result; ``call.chosen``
     indexes the flat ``call.results`` (every field of every result in order; for caption2QA_q
     each result is question, answer, request, and ``call.chosen`` points at the request), and
-    ``call.refused`` gives each result's refusal ("" where it was accepted).
+    ``call.refused`` gives each judged result's refusal ("" where it was accepted; results the
+    draw did not reach are ``ops.registry.UNJUDGED``).
     """
 
     operation: str
@@ -236,14 +237,15 @@ async def _attempts(
             reason = rejection.reason
             failures.append(f"attempt {attempt + 1}: {reason} {rejection.detail}")
             continue
-        accepted = [i for i in eligible if output.accepted(i)]
-        if not accepted:
-            refusals = [r for i in eligible if (r := output.refusals[i]) is not None]
+        # Visiting the eligible results in a random order and taking the first accepted one
+        # draws uniformly among the accepted, and judges only the results it visits.
+        chosen = next((i for i in rng.sample(eligible, len(eligible)) if output.accepted(i)), None)
+        if chosen is None:
+            refusals = [r for i in eligible if (r := output.refusal(i)) is not None]
             reason = refusals[0][0]
             details = "; ".join(f"{code} {detail}" for code, detail in refusals)
             failures.append(f"attempt {attempt + 1}: no accepted result: {details}")
             continue
-        chosen = rng.choice(accepted)
         width = len(spec.fields)
         results = tuple(chain.from_iterable(item.texts for item in output.results))
         call = LLMCall(
@@ -256,7 +258,7 @@ async def _attempts(
             response=response.text,
             results=results,
             chosen=chosen * width + width - 1,
-            refused=tuple(f"{r[0]}: {r[1]}" if r else "" for r in output.refusals),
+            refused=output.provenance(),
             prompt_tokens=response.prompt_tokens,
             completion_tokens=response.completion_tokens,
         )

@@ -424,6 +424,15 @@ def reference(c: Candidate) -> Refusal | None:
     return None
 
 
+def judge(c: Candidate) -> Refusal | None:
+    """The first refusal of ``CHECKS``, in order, or None: the result is accepted."""
+    for check in CHECKS:
+        refusal = check(c)
+        if refusal is not None:
+            return refusal
+    return None
+
+
 CHECKS: tuple[Check, ...] = (
     empty,
     overlong,

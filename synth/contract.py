@@ -132,7 +132,8 @@ class LLMCall(_Model):
     chosen: int | None = Field(default=None, description="index into results of the one used")
     refused: tuple[str, ...] = Field(
         default=(),
-        description="per result block: '' where it was accepted, else 'reason: detail'",
+        description="per result block: '' accepted, 'reason: detail' refused, 'unjudged' "
+        "where the draw stopped at an accepted result before it",
     )
     prompt_tokens: int = 0
     completion_tokens: int = 0

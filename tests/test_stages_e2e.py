@@ -9,6 +9,7 @@ from pathlib import Path
 
 import datasets
 
+from ops.registry import UNJUDGED
 from synth.contract import DialogueSample
 from synth.shards import iter_samples, read_manifest
 from synth.stages.dialogue import dialogue_language
@@ -168,7 +169,8 @@ def test_a_b_c_against_a_capable_model_rejects_nothing_and_keeps_the_chinese_it_
         manifest = read_manifest(out)
         assert manifest.complete and not manifest.reject_counts, manifest.reject_counts
     samples = [s for out in (a, b, c) for s in iter_samples(out)]
-    assert all(not any(c.refused) for s in samples for c in s.provenance.llm_calls)
+    verdicts = {v for s in samples for c in s.provenance.llm_calls for v in c.refused}
+    assert verdicts <= {"", UNJUDGED}, verdicts  # no result refused
     drawn = {s.sample_id: dialogue_language(s) for s in iter_samples(a)}
     finals = [
         (drawn[s.provenance.parent_id], detect_language(s.turns[s.final_turn].text))
