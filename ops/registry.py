@@ -59,7 +59,9 @@ Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # defer_build: a model's validator is built at its first use, so a run pays only for the
+    # input models of the operations it runs.
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 # ---- inputs ----

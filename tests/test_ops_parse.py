@@ -155,3 +155,44 @@ def test_a_stray_tag_inside_one_result_refuses_that_result():
     out = SPEC.parse(damaged, INPUT)
     assert out.refusals[0] is not None and out.refusals[0][0] == "parse:malformed"
     assert "stray" in out.refusals[0][1] and all(r is None for r in out.refusals[1:])
+
+
+def test_an_unfinished_seventh_result_makes_the_split_untrustworthy():
+    answer = results(GOOD_DEP_TAGGED) + "\n<Result><User>One more req"
+    with pytest.raises(ParseRejection) as err:
+        SPEC.parse(answer, INPUT)
+    assert err.value.reason == "parse:malformed" and "<Result>" in err.value.detail
+
+
+def test_any_field_text_round_trips_through_the_format():
+    import random
+
+    rng = random.Random(3)
+    alphabet = [
+        "a",
+        "Z",
+        " ",
+        "\n",
+        "<",
+        ">",
+        "/",
+        "＜",
+        "一",
+        "猫",
+        "“",
+        "”",
+        "...",
+        "Result",
+        "user",
+    ]
+    for _ in range(300):
+        blocks = [
+            [(tag, "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 12))))
+             for tag in rng.choice([("User",), ("User", "Assistant", "User"), ("User", "Ref", "Source")])]
+            for _ in range(rng.randrange(1, 7))
+        ]  # fmt: skip
+        parsed = parse_blocks(format_results(blocks), len(blocks))
+        assert [b.fields for b in parsed] == [
+            tuple((tag, defuse(text)) for tag, text in block) for block in blocks
+        ]
+        assert all(b.stray is None for b in parsed)
