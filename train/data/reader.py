@@ -25,7 +25,15 @@ from synth.contract import InvariantError, validate_row
 from train.batch import PackedBatch
 from train.data.config import DataConfig
 from train.data.pack import PackBuffer, pack
-from train.data.sampling import ACCEPT, ROW_ORDER, SERIALIZE, epoch_order, rng_for, stride
+from train.data.sampling import (
+    ACCEPT,
+    ROW_ORDER,
+    SERIALIZE,
+    epoch_order,
+    held_out,
+    rng_for,
+    stride,
+)
 from train.data.serialize import DialoguePlan, materialize, plan_dialogue
 from train.data.source import Source
 from train.data.tokenizer import ChatTokenizer
@@ -40,6 +48,7 @@ MAX_EXAMPLES = 16
 class LoaderStats:
     rows_read: int = 0
     sampled_out: int = 0
+    held_out: int = 0
     too_long: int = 0
     corrupt: dict[str, int] = field(default_factory=dict)
     corrupt_examples: list[str] = field(default_factory=list)
@@ -67,7 +76,7 @@ class LoaderStats:
         total = cls()
         corrupt: Counter[str] = Counter()
         for s in many:
-            for name in ("rows_read", "sampled_out", "too_long", "dialogues", "packs"):
+            for name in ("rows_read", "sampled_out", "held_out", "too_long", "dialogues", "packs"):
                 setattr(total, name, getattr(total, name) + getattr(s, name))
             total.real_tokens += s.real_tokens
             total.capacity_tokens += s.capacity_tokens
@@ -163,6 +172,9 @@ class ReaderStream:
         epoch, f, g, r = address
         stats = self.stats if count else LoaderStats()
         stats.rows_read += 1
+        if self.cfg.holdout and held_out(str(row.get("sample_id")), self.cfg.holdout):
+            stats.held_out += 1  # the evaluation split: never trained on
+            return None
         if self.accept is not None:
             p = self.accept.get(str(row.get("task")))
             if p is not None and rng_for(self.cfg.seed, ACCEPT, epoch, f, g, r).random() >= p:

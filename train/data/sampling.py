@@ -15,6 +15,11 @@ and resuming needs no sampler state.
 - ``keep``: ``p_t = w_t / max(w)``: a weight is the fraction of the task's rows kept per epoch,
   so the stream's mix is the data's mix reweighted.
 
+Held-out split: ``held_out(sample_id, fraction)`` puts a fixed ``fraction`` of sample ids aside
+for evaluation. It reads the id alone, so the trainer (``DataConfig.holdout``: never trains on
+them) and ``python -m train eval --holdout`` (evaluates exactly them) agree whatever the files,
+ranks or seed.
+
 Stage 1 (paper 4.1): uniform over the multi-turn task categories. Stage 2 (annealing):
 understanding Q&A 0.25, text-only chat 0.15, single-turn text-to-image (``t_i_0_0``) 0.5,
 editing (``ti_i_0_0``) 1.0, every other task of the taxonomy 0.1.
@@ -22,6 +27,7 @@ editing (``ti_i_0_0``) 1.0, every other task of the taxonomy 0.1.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Literal, TypeVar
 
@@ -95,3 +101,11 @@ ACCEPT, SERIALIZE, ROW_ORDER, GROUP_ORDER = 1, 2, 3, 4
 def rng_for(seed: int, purpose: int, *key: int) -> np.random.Generator:
     """An independent generator per (purpose, key), e.g. (SERIALIZE, epoch, file, group, row)."""
     return np.random.default_rng(np.random.SeedSequence([seed, purpose, *key]))
+
+
+def held_out(sample_id: str, fraction: float) -> bool:
+    """Whether ``sample_id`` falls in the held-out ``fraction`` of all ids (a hash, no state)."""
+    if fraction <= 0:
+        return False
+    digest = hashlib.sha256(b"chatumm-holdout\0" + sample_id.encode()).digest()
+    return int.from_bytes(digest[:8], "big") < fraction * 2**64
