@@ -125,6 +125,7 @@ def evaluate(
         None, help="evaluate only the held-out fraction of sample ids (as data.holdout)"
     ),
     max_per_task: int = typer.Option(32, help="dialogues per task (a fixed, seeded choice)"),
+    task: list[str] = typer.Option([], help="probe only this task (repeatable; default all)"),
     timesteps: str = typer.Option("0.3,0.6,0.9", help="noise levels of the image probes"),
     seed: int = typer.Option(0, help="seeds the choice, donors, noise and bootstrap"),
     bootstrap: int = typer.Option(1000, help="bootstrap resamples for the 95% intervals"),
@@ -146,6 +147,7 @@ def evaluate(
     options = {
         "holdout": holdout,
         "max_per_task": max_per_task,
+        "tasks": tuple(task),
         "timesteps": levels,
         "seed": seed,
         "bootstrap": bootstrap,

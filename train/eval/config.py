@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from taxonomy import TASKS
+
 
 class EvalConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -20,6 +22,8 @@ class EvalConfig(BaseModel):
     holdout: float | None = Field(None, gt=0, lt=1)
     """Evaluate only the sample ids ``train.data.sampling.held_out`` puts in this fraction;
     None = every sample of ``data`` (a directory that was never trained on)."""
+    tasks: tuple[str, ...] = ()
+    """Probe only these tasks; empty = every task of the taxonomy found in the data."""
     max_per_task: int = Field(32, ge=1)
     """Dialogues per task (a fixed, seeded choice, the same at every evaluation)."""
     timesteps: tuple[float, ...] = (0.3, 0.6, 0.9)
@@ -33,6 +37,14 @@ class EvalConfig(BaseModel):
     dialogue always share a forward (one longer than this gets a forward of its own)."""
     plot: bool = True
     """Write the PNG chart (needs matplotlib; during training only JSON and markdown)."""
+
+    @field_validator("tasks")
+    @classmethod
+    def _check_tasks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(value) - set(TASKS))
+        if unknown:
+            raise ValueError(f"unknown task(s) {unknown}; the taxonomy's tasks are {sorted(TASKS)}")
+        return value
 
     @field_validator("timesteps")
     @classmethod

@@ -54,7 +54,11 @@ def _rank(seed: int, sample_id: str) -> bytes:
 
 
 def select_rows(
-    files: Sequence[Path], holdout: float | None, max_per_task: int, seed: int
+    files: Sequence[Path],
+    holdout: float | None,
+    max_per_task: int,
+    seed: int,
+    tasks: Sequence[str] = (),
 ) -> tuple[dict[Path, dict[int, list[int]]], Counter[str]]:
     """file -> row group -> row indices of the chosen dialogues (and the counts)."""
     counts: Counter[str] = Counter()
@@ -72,6 +76,9 @@ def select_rows(
                 counts["eligible"] += 1
                 if task in AUX_TASKS:
                     counts["skipped_aux"] += 1
+                    continue
+                if tasks and task not in tasks:
+                    counts["skipped_other_task"] += 1
                     continue
                 if sid in seen:
                     counts["skipped_duplicate_id"] += 1
@@ -101,9 +108,10 @@ def load_eval_set(
     holdout: float | None,
     max_per_task: int,
     seed: int,
+    tasks: Sequence[str] = (),
 ) -> EvalSet:
     """Read, validate and plan the chosen dialogues, then build their history variants."""
-    chosen, counts = select_rows(resolve_files(data), holdout, max_per_task, seed)
+    chosen, counts = select_rows(resolve_files(data), holdout, max_per_task, seed, tasks)
     samples: list[DialogueSample] = []
     plans: dict[str, DialoguePlan] = {}
     for path in sorted(chosen):

@@ -51,12 +51,10 @@ def plot_report(report: dict[str, Any], path: Path) -> None:
         ax.legend(loc="lower right", fontsize=8)
     ax = axes[2]
     for j, v in enumerate(VARIANTS):
-        accs = [report["by_task"][t]["intent"][v]["end"] for t in tasks]
-        mods = [report["by_task"][t]["intent"][v]["modality"] for t in tasks]
-        both = [_mean2(a, b) for a, b in zip(mods, accs, strict=True)]
-        ax.barh([i + (j - 1) * 0.27 for i in rows], both, height=0.25, label=v)
+        pooled = [_pooled(report["by_task"][t]["intent"][v]) for t in tasks]
+        ax.barh([i + (j - 1) * 0.27 for i in rows], pooled, height=0.25, label=v)
     ax.set_xlim(0, 1)
-    ax.set_title("intent accuracy, final answer")
+    ax.set_title("intent accuracy, final answer (talk/draw/stop)")
     ax.legend(loc="lower right", fontsize=8)
     axes[0].set_yticks(rows, tasks)
     axes[0].invert_yaxis()
@@ -66,7 +64,12 @@ def plot_report(report: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def _mean2(a: float, b: float) -> float:
-    """Mean of the modality and end accuracies (either may be missing)."""
-    have = [x for x in (a, b) if math.isfinite(x)]
-    return sum(have) / len(have) if have else 0.0
+def _pooled(intent: dict[str, float]) -> float:
+    """The modality and end decisions together (0 when there are none)."""
+    right = total = 0.0
+    for kind in ("modality", "end"):
+        n = intent[f"{kind}_decisions"]
+        if n:
+            right += intent[kind] * n
+            total += n
+    return right / total if total else 0.0

@@ -102,9 +102,32 @@ class DocResult:
 class _Placed:
     doc: Doc
     rows: tuple[Row, ...]
+    occurrences: tuple[int, ...]
+    """Each copy's image occurrence in the batch (index into ``timestep_logits_I``)."""
     latents: tuple[tuple[int, int], ...]
     """[start, stop) of each copy's latent tokens in the batch."""
     ce_offset: int
+
+
+def latent_spans(blocks: Sequence[Block]) -> dict[int, tuple[int, tuple[int, int]]]:
+    """Block index -> (image occurrence, [start, stop) of its latent tokens) for each VAE block
+    of a dialogue, in the order ``materialize`` lays the images out."""
+    spans = {}
+    latent = 0
+    for i, b in enumerate(blocks):
+        if b.kind in ("vae_noised", "vae_clean"):
+            n = b.grid[0] * b.grid[1]
+            spans[i] = (len(spans), (latent, latent + n))
+            latent += n
+    return spans
+
+
+def layout_latents(blocks: Sequence[Block]) -> tuple[int, tuple[int, int]]:
+    """(image occurrence, latent span) of the final answer's (first) noised image."""
+    last = blocks[-1].turn
+    spans = latent_spans(blocks)
+    i = next(j for j, b in enumerate(blocks) if b.kind == "vae_noised" and b.turn == last)
+    return spans[i]
 
 
 def plan_packs(dialogues: Sequence[Dialogue], levels: int, capacity: int) -> list[list[Doc]]:
@@ -170,18 +193,17 @@ class Prober:
 
     def _serialized(
         self, doc: Doc
-    ) -> tuple[SerializedDialogue, tuple[Row, ...], tuple[Block, ...], tuple[int, ...]]:
-        """The document's tensors with its CE rows chosen, its rows, its noised copies and the
-        image occurrence of each copy."""
+    ) -> tuple[SerializedDialogue, tuple[Row, ...], list[tuple[int, tuple[int, int]]]]:
+        """The document's tensors with its CE rows chosen, its rows, and each noised copy's
+        image occurrence and latent span."""
         levels = len(self.logits)
         plan, copies = with_levels(self.dialogues[doc.dialogue].plans[doc.variant], levels)
         # The history's own noised images draw their (unread) timesteps from this generator.
         rng = np.random.default_rng(_seed(self.seed, "serialize", plan.sample.sample_id))
         d = materialize(plan, self.tokenizer, self.transforms, rng)
-        occurrences = tuple(
-            sum(1 for b in plan.blocks[: plan.blocks.index(c)] if b.kind.startswith("vae"))
-            for c in copies
-        )
+        spans = latent_spans(plan.blocks)
+        first = plan.blocks.index(copies[0])
+        copy_spans = [spans[first + k] for k in range(levels)]
         answer_start = copies[0].start
         decisions = _decisions(plan.blocks)
         ce = dict(zip(d.ce_index_C.tolist(), d.ce_labels_C.tolist(), strict=True))
@@ -207,28 +229,32 @@ class Prober:
             ce_index_C=torch.tensor(index, dtype=torch.long),
             ce_labels_C=torch.tensor(labels, dtype=torch.long),
         )
-        return d, tuple(rows), copies, occurrences
+        return d, tuple(rows), copy_spans
 
     def build(self, docs: Sequence[Doc]) -> tuple[PackedBatch, torch.Tensor, list[_Placed]]:
         """The packed batch, its noise [M, C] and where each document sits in it."""
         serialized, placed, noise = [], [], []
         ce_offset = latent_offset = 0
         for doc in docs:
-            d, rows, copies, occurrences = self._serialized(doc)
+            d, rows, copies = self._serialized(doc)
             logits_I = d.timestep_logits_I.clone()
-            starts = torch.cumsum(torch.tensor([0] + [b.grid[0] * b.grid[1] for b in d.blocks
-                                                      if b.kind.startswith("vae")]), 0)  # fmt: skip
             noise_MC = torch.zeros(int(d.vae_index_M.numel()), self.latent_dim)
-            spans = []
-            for k, (copy, occ) in enumerate(zip(copies, occurrences, strict=True)):
-                logits_I[occ] = self.logits[k]
-                a, b = int(starts[occ]), int(starts[occ]) + copy.grid[0] * copy.grid[1]
+            for k, (occurrence, (a, b)) in enumerate(copies):
+                logits_I[occurrence] = self.logits[k]
                 gen = torch.Generator().manual_seed(_seed(self.seed, "noise", d.sample_id, k))
                 noise_MC[a:b] = torch.randn(b - a, self.latent_dim, generator=gen)
-                spans.append((latent_offset + a, latent_offset + b))
+            image_offset = sum(len(x.timestep_logits_I) for x in serialized)
+            placed.append(
+                _Placed(
+                    doc,
+                    rows,
+                    tuple(image_offset + occurrence for occurrence, _ in copies),
+                    tuple((latent_offset + a, latent_offset + b) for _, (a, b) in copies),
+                    ce_offset,
+                )
+            )
             serialized.append(replace(d, timestep_logits_I=logits_I))
             noise.append(noise_MC)
-            placed.append(_Placed(doc, rows, tuple(spans), ce_offset))
             ce_offset += len(rows)
             latent_offset += noise_MC.shape[0]
         real = sum(d.num_tokens for d in serialized)

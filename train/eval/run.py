@@ -62,6 +62,7 @@ class Evaluator:
             holdout=holdout,
             max_per_task=cfg.max_per_task,
             seed=cfg.seed,
+            tasks=cfg.tasks,
         )
         self.capacity = cfg.pack_tokens or data_cfg.pack_tokens
         self.packs = plan_packs(self.eval_set.dialogues, len(cfg.timesteps), self.capacity)
