@@ -112,7 +112,7 @@ class _Placed:
 def latent_spans(blocks: Sequence[Block]) -> dict[int, tuple[int, tuple[int, int]]]:
     """Block index -> (image occurrence, [start, stop) of its latent tokens) for each VAE block
     of a dialogue, in the order ``materialize`` lays the images out."""
-    spans = {}
+    spans: dict[int, tuple[int, tuple[int, int]]] = {}
     latent = 0
     for i, b in enumerate(blocks):
         if b.kind in ("vae_noised", "vae_clean"):
@@ -233,8 +233,10 @@ class Prober:
 
     def build(self, docs: Sequence[Doc]) -> tuple[PackedBatch, torch.Tensor, list[_Placed]]:
         """The packed batch, its noise [M, C] and where each document sits in it."""
-        serialized, placed, noise = [], [], []
-        ce_offset = latent_offset = 0
+        serialized: list[SerializedDialogue] = []
+        placed: list[_Placed] = []
+        noise: list[torch.Tensor] = []
+        ce_offset = latent_offset = image_offset = 0
         for doc in docs:
             d, rows, copies = self._serialized(doc)
             logits_I = d.timestep_logits_I.clone()
@@ -243,7 +245,6 @@ class Prober:
                 logits_I[occurrence] = self.logits[k]
                 gen = torch.Generator().manual_seed(_seed(self.seed, "noise", d.sample_id, k))
                 noise_MC[a:b] = torch.randn(b - a, self.latent_dim, generator=gen)
-            image_offset = sum(len(x.timestep_logits_I) for x in serialized)
             placed.append(
                 _Placed(
                     doc,
@@ -257,6 +258,7 @@ class Prober:
             noise.append(noise_MC)
             ce_offset += len(rows)
             latent_offset += noise_MC.shape[0]
+            image_offset += len(logits_I)
         real = sum(d.num_tokens for d in serialized)
         m = self.pad_multiple
         batch = pack(
