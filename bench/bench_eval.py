@@ -182,7 +182,7 @@ def main() -> None:
             k: before[k] for k in ("all", "by_task", "by_depth", "by_distractors", "counts")
         },
         "after": {k: after[k] for k in ("all", "by_task", "by_depth", "by_distractors", "counts")},
-        "curve": points,
+        "curve": [{k: v for k, v in p.items() if "/" not in k} for p in points],
     }
     (args.results / "bench_eval.json").write_text(
         json.dumps(_finite(summary), indent=1, ensure_ascii=False) + "\n"
