@@ -62,7 +62,9 @@ class Source:
     @cached_property
     def sized_groups(self) -> list[tuple[int, int, int]]:
         """(file, group, rows) of every row group, in file order."""
-        return [(f, g, n) for f, groups in enumerate(self.rows_per_group) for g, n in enumerate(groups)]
+        return [
+            (f, g, n) for f, groups in enumerate(self.rows_per_group) for g, n in enumerate(groups)
+        ]
 
     @property
     def num_rows(self) -> int:
