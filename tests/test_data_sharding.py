@@ -186,3 +186,23 @@ def test_a_reader_whose_rows_lose_the_draw_keeps_reading(tmp_path: Path) -> None
     never = cfg.model_copy(update={"task_weights": {"chat": 0.0, "vqa": 1.0}})
     with pytest.raises(ValueError, match="kept no dialogue in epoch 0"):
         next(iter(PackedLoader(tmp_path, never, TOKENIZER)))
+
+
+def test_synth_row_group_rows_from_the_command_line_and_the_config(tmp_path: Path) -> None:
+    from synth.stages import load_run_config, run
+
+    sources = str(ROOT / "examples/sources.yaml")
+    command = ["synth", "run", "stage-a", "--no-progress", "--row-group-rows", "20"]
+    result = subprocess.run(
+        [sys.executable, "-m", *command, "--sources", sources, "--out", str(tmp_path / "cli")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert result.returncode == 0, result.stderr
+    assert Source.open(tmp_path / "cli").rows_per_group == ((20, 20, 20, 5),)
+
+    config = tmp_path / "run.yaml"
+    config.write_text("row-group-rows: 30\nprogress: false\n")
+    run(load_run_config("a", config, {"sources": sources, "out": tmp_path / "yaml"}))
+    assert Source.open(tmp_path / "yaml").rows_per_group == ((30, 30, 5),)
