@@ -161,6 +161,18 @@ def test_resume_after_sigkill_continues_the_same_sequence(one_group: Path, tmp_p
         assert head[rank] + tail == whole[rank], f"rank {rank} diverged after the resume"
 
 
+def test_a_reader_resumed_at_the_end_of_a_unit_goes_on_to_the_next(one_group: Path) -> None:
+    # A snapshot taken right after the last row of a unit made a pack says (unit u, row = its
+    # length): the reader must move on without reading the unit's row group again.
+    loader = PackedLoader(one_group, CFG.model_copy(update={"num_workers": 0}), TOKENIZER, 0, 4)
+    (first,) = stride(epoch_units(loader.source.sized_groups, 4, 5, 0, True), 0, 4)
+    ends = len(row_order(first, 5, 0, True))
+    loader.load_state_dict({**loader.state_dict(), "readers": [{"unit": 0, "row": ends}]})
+    at_end = next(iter(loader))
+    loader.load_state_dict({**loader.state_dict(), "readers": [{"epoch": 1}]})
+    assert digest(at_end) == digest(next(iter(loader)))
+
+
 def test_fewer_rows_than_readers_is_a_one_line_error(tmp_path: Path) -> None:
     write_shards(tmp_path, [sample("chat", seed=i) for i in range(3)])
     with pytest.raises(ValueError) as err:

@@ -20,6 +20,7 @@ import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import Any
 
 import pyarrow as pa
@@ -98,11 +99,16 @@ class _Held:
 
 
 class _Rows:
-    """Rows of one row group, read once as Arrow; each becomes a Python row when it is asked for."""
+    """Rows of one row group, read as Arrow when the first is asked for (a reader resumed at
+    the end of a unit reads nothing); each becomes a Python row when it is asked for."""
 
     def __init__(self, source: Source, file: int, group: int, rows: Sequence[int]):
-        self.table: pa.Table = source.read_rows(file, group, rows)
+        self.source, self.file, self.group = source, file, group
         self.index = {r: i for i, r in enumerate(sorted(rows))}
+
+    @cached_property
+    def table(self) -> pa.Table:
+        return self.source.read_rows(self.file, self.group, list(self.index))
 
     def __getitem__(self, row: int) -> dict[str, Any]:
         return self.table.slice(self.index[row], 1).to_pylist()[0]

@@ -92,4 +92,4 @@ class Source:
         table = pq.ParquetFile(self.files[file]).read_row_group(group)
         if len(rows) == table.num_rows:
             return table
-        return table.take(sorted(rows))
+        return table.take(pa.array(sorted(rows), type=pa.int64()))
