@@ -371,7 +371,9 @@ def test_datasets_folders_saved_to_disk_and_parquet_dirs_through_hf(tmp_path: Pa
         ], spec.name
 
     wrong = SourceSpec(name="x", kind="t2i", path="saved_dict", format="hf", split="train")
-    with pytest.raises(ValueError, match=r"has no split 'train' \(splits: \['validation'\]\); set `split:`"):
+    with pytest.raises(
+        ValueError, match=r"has no split 'train' \(splits: \['validation'\]\); set `split:`"
+    ):
         list(iter_source_rows(wrong, tmp_path))
 
 

@@ -93,6 +93,7 @@ def _tar_samples(
     try:
         with tarfile.open(tar_path, mode="r|*") as archive:
             for member in archive:
+                archive.members.clear()  # tarfile keeps every header it read; a shard has 10k+
                 if not member.isfile():
                     continue
                 match = _KEY.match(member.name)

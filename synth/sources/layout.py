@@ -167,11 +167,7 @@ def detect_format(
     if local.is_dir():
         if is_saved_dataset(local):
             return "hf"
-        try:
-            files = split_files(local, split, subset)
-        except SourceError as err:
-            raise ValueError(str(err)) from None
-        return format_of_files(files, path)
+        return format_of_files(split_files(local, split, subset), path)
     if local.is_file():
         suffix = local.suffix.lower()
         if suffix == ".json":

@@ -219,7 +219,8 @@ class _Reader:
 
     def image(self, name: str) -> bytes:
         try:
-            data = load_image(self.raw(name), self.record.root)
+            value = self.raw(name)
+            data = load_image(None if value is MISSING else value, self.record.root)
             box = self.spec.crop.get(name)
             return crop_image(data, box) if box else data
         except ValueError as err:

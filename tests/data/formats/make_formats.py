@@ -23,7 +23,9 @@ COLORS = {
 }  # fmt: skip
 
 
-def drawing(size: tuple[int, int], background: str, shapes: list[tuple[str, str, tuple[int, ...]]]) -> Image.Image:
+def drawing(
+    size: tuple[int, int], background: str, shapes: list[tuple[str, str, tuple[int, ...]]]
+) -> Image.Image:
     image = Image.new("RGB", size, COLORS[background])
     pen = ImageDraw.Draw(image)
     for shape, color, box in shapes:
@@ -32,7 +34,10 @@ def drawing(size: tuple[int, int], background: str, shapes: list[tuple[str, str,
         elif shape == "square":
             pen.rectangle(box, fill=COLORS[color])
         else:
-            pen.polygon([(box[0], box[3]), ((box[0] + box[2]) // 2, box[1]), (box[2], box[3])], fill=COLORS[color])
+            pen.polygon(
+                [(box[0], box[3]), ((box[0] + box[2]) // 2, box[1]), (box[2], box[3])],
+                fill=COLORS[color],
+            )
     return image
 
 
@@ -116,7 +121,10 @@ def sharegpt() -> None:
             {"from": "gpt", "value": "长城是中国古代修建的军事防御工程，绵延上万里。"},
         ]},
     ]  # fmt: skip
-    write(HERE / "sharegpt" / "ShareGPT_V3_unfiltered_cleaned_split.json", json.dumps(rows, ensure_ascii=False, indent=1))
+    write(
+        HERE / "sharegpt" / "ShareGPT_V3_unfiltered_cleaned_split.json",
+        json.dumps(rows, ensure_ascii=False, indent=1),
+    )
 
 
 def openai_messages() -> None:
@@ -153,7 +161,9 @@ def magicbrush() -> None:
     Image columns, one row per edit turn, sessions by img_id + turn_index."""
     import datasets
 
-    def session(start: Image.Image, edits: list[tuple[str, tuple[str, str, tuple[int, ...]]]]) -> list[tuple[bytes, str, bytes]]:
+    def session(
+        start: Image.Image, edits: list[tuple[str, tuple[str, str, tuple[int, ...]]]]
+    ) -> list[tuple[bytes, str, bytes]]:
         out, current = [], start
         for instruction, shape in edits:
             after = current.copy()
@@ -207,7 +217,11 @@ def magicbrush() -> None:
                 rows["instruction"].append(instruction)
                 rows["target_img"].append({"bytes": target, "path": None})
         n = len(rows["img_id"])
-        out = root / "data" / f"{split}-00000-of-00001-{'a1b2c3d4' if split == 'train' else 'e5f6a7b8'}.parquet"
+        out = (
+            root
+            / "data"
+            / f"{split}-00000-of-00001-{'a1b2c3d4' if split == 'train' else 'e5f6a7b8'}.parquet"
+        )
         out.parent.mkdir(parents=True, exist_ok=True)
         datasets.Dataset.from_dict(rows, features=features).to_parquet(str(out))
         print(f"magicbrush {split}: {n} rows")
@@ -300,13 +314,40 @@ def webdataset() -> None:
 
     root = HERE / "webdataset"
     samples = [
-        ("a red apple on a white table", drawing((64, 48), "white", [("circle", "red", (20, 10, 44, 34))])),
-        ("a green triangle road sign", drawing((64, 48), "gray", [("triangle", "green", (16, 4, 48, 44))])),
+        (
+            "a red apple on a white table",
+            drawing((64, 48), "white", [("circle", "red", (20, 10, 44, 34))]),
+        ),
+        (
+            "a green triangle road sign",
+            drawing((64, 48), "gray", [("triangle", "green", (16, 4, 48, 44))]),
+        ),
         (None, None),  # failed to download: in the parquet, not in the tar
-        ("a blue square window at night", drawing((64, 48), "black", [("square", "blue", (20, 12, 44, 36))])),
-        ("an orange sun setting over the sea", drawing((64, 48), "blue", [("circle", "orange", (22, 4, 42, 24))])),
+        (
+            "a blue square window at night",
+            drawing((64, 48), "black", [("square", "blue", (20, 12, 44, 36))]),
+        ),
+        (
+            "an orange sun setting over the sea",
+            drawing((64, 48), "blue", [("circle", "orange", (22, 4, 42, 24))]),
+        ),
     ]
-    meta: dict[str, list[object]] = {k: [] for k in ("url", "caption", "key", "status", "error_message", "width", "height", "original_width", "original_height", "exif", "sha256")}
+    meta: dict[str, list[object]] = {
+        k: []
+        for k in (
+            "url",
+            "caption",
+            "key",
+            "status",
+            "error_message",
+            "width",
+            "height",
+            "original_width",
+            "original_height",
+            "exif",
+            "sha256",
+        )
+    }
     root.mkdir(parents=True, exist_ok=True)
     with tarfile.open(root / "00000.tar", "w", format=tarfile.USTAR_FORMAT) as tar:
         for i, (caption, image) in enumerate(samples):
@@ -325,12 +366,28 @@ def webdataset() -> None:
                 continue
             assert image is not None and caption is not None
             record = {k: meta[k][-1] for k in meta}
-            for ext, data in (("jpg", encode(image, "JPEG")), ("txt", caption.encode()), ("json", json.dumps(record).encode())):
+            for ext, data in (
+                ("jpg", encode(image, "JPEG")),
+                ("txt", caption.encode()),
+                ("json", json.dumps(record).encode()),
+            ):
                 info = tarfile.TarInfo(f"{key}.{ext}")
                 info.size, info.mtime, info.mode = len(data), 1700000000, 0o644
                 tar.addfile(info, io.BytesIO(data))
     pq.write_table(pa.table(meta), root / "00000.parquet")
-    write(root / "00000_stats.json", json.dumps({"count": 5, "successes": 4, "failed_to_download": 1, "failed_to_resize": 0, "status_dict": {"success": 4, "HTTP Error 404: Not Found": 1}}, indent=4))
+    write(
+        root / "00000_stats.json",
+        json.dumps(
+            {
+                "count": 5,
+                "successes": 4,
+                "failed_to_download": 1,
+                "failed_to_resize": 0,
+                "status_dict": {"success": 4, "HTTP Error 404: Not Found": 1},
+            },
+            indent=4,
+        ),
+    )
 
 
 def subjects200k() -> None:
@@ -351,11 +408,18 @@ def subjects200k() -> None:
         ("a blue backpack", "Bags", "white", "gray", "square", "blue"),
         ("an orange traffic cone", "Tools", "gray", "sky", "triangle", "orange"),
     ]
-    data: dict[str, list[object]] = {"image": [], "collection": [], "quality_assessment": [], "description": []}
+    data: dict[str, list[object]] = {
+        "image": [],
+        "collection": [],
+        "quality_assessment": [],
+        "description": [],
+    }
     for item, category, left_bg, right_bg, shape, color in rows:
         data["image"].append({"bytes": composite(color, left_bg, right_bg, shape), "path": None})
         data["collection"].append("collection_2")
-        data["quality_assessment"].append({"compositeStructure": 5, "objectConsistency": 5, "imageQuality": 5})
+        data["quality_assessment"].append(
+            {"compositeStructure": 5, "objectConsistency": 5, "imageQuality": 5}
+        )
         data["description"].append({
             "item": item,
             "description_0": f"{item.capitalize()} stands alone on a {left_bg if left_bg != 'sky' else 'light blue'} backdrop.",
@@ -370,7 +434,9 @@ def subjects200k() -> None:
     })  # fmt: skip
     root = HERE / "subjects200k"
     (root / "data").mkdir(parents=True, exist_ok=True)
-    datasets.Dataset.from_dict(data, features=features).to_parquet(str(root / "data" / "train-00000-of-00001.parquet"))
+    datasets.Dataset.from_dict(data, features=features).to_parquet(
+        str(root / "data" / "train-00000-of-00001.parquet")
+    )
     write(root / "README.md", SUBJECTS_CARD)
     write(root / ".gitattributes", GITATTRIBUTES)
 
@@ -440,7 +506,14 @@ def omnigen_x2i() -> None:
     for source, source_image, target, target_image, instruction in pictures:
         write(root / "images" / source, encode(source_image, "PNG"))
         write(root / "images" / target, encode(target_image, "PNG"))
-        rows.append({"task_type": "image_edit", "instruction": instruction, "input_images": [source], "output_image": target})
+        rows.append(
+            {
+                "task_type": "image_edit",
+                "instruction": instruction,
+                "input_images": [source],
+                "output_image": target,
+            }
+        )
     write(root / "toy_data.jsonl", jsonl(rows))
 
 
@@ -461,11 +534,24 @@ def imagefolder() -> None:
     for split, items in splits.items():
         for name, _, image in items:
             write(root / split / name, encode(image, "PNG"))
-        write(root / split / "metadata.jsonl", jsonl([{"file_name": n, "text": t} for n, t, _ in items]))
+        write(
+            root / split / "metadata.jsonl",
+            jsonl([{"file_name": n, "text": t} for n, t, _ in items]),
+        )
 
 
 def main() -> None:
-    for folder in ("llava", "sharegpt", "openai_messages", "magicbrush", "coco", "webdataset", "subjects200k", "omnigen_x2i", "imagefolder"):
+    for folder in (
+        "llava",
+        "sharegpt",
+        "openai_messages",
+        "magicbrush",
+        "coco",
+        "webdataset",
+        "subjects200k",
+        "omnigen_x2i",
+        "imagefolder",
+    ):
         shutil.rmtree(HERE / folder, ignore_errors=True)
     llava()
     sharegpt()
