@@ -93,7 +93,9 @@ def _tar_samples(
     try:
         with tarfile.open(tar_path, mode="r|*") as archive:
             for member in archive:
-                archive.members.clear()  # tarfile keeps every header it read; a shard has 10k+
+                # tarfile keeps every header it has read (`members`, untyped): a shard holds
+                # 10k+ samples, so the list would grow with the stream.
+                archive.members.clear()  # type: ignore[attr-defined]
                 if not member.isfile():
                     continue
                 match = _KEY.match(member.name)
