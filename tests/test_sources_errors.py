@@ -144,6 +144,7 @@ def test_a_caption_over_max_chars_is_a_reject_and_the_limit_is_configurable(tmp_
     assert isinstance(bad, Reject) and bad.reason == "source:text-too-long"
     assert f"holds {len(huge.strip())} characters, over max_chars 4000" in bad.detail
     assert len(bad.detail) < 400  # the reason names the length, never carries the text
+    assert len(bad.payload) < 4200 and "more characters)" in bad.payload  # nor does the payload
 
     path.write_text("sources:\n  - {name: t, kind: t2i, path: t2i.jsonl, max_chars: 2000000}\n")
     assert all(isinstance(i, T2IRow) for i in read_all(path))

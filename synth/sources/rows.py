@@ -171,7 +171,11 @@ class _Reader:
         self.spec, self.record, self.columns = spec, record, spec.field_columns()
 
     def reject(self, bad: BadRow, row_id: str) -> Reject:
-        payload = {c: self.raw(f) for f, c in self.columns.items() if f not in IMAGE_FIELDS}
+        payload = {
+            c: _clip(self.raw(f), self.spec.max_chars)
+            for f, c in self.columns.items()
+            if f not in IMAGE_FIELDS
+        }
         where = self.record.where
         return Reject(
             stage="source",
@@ -338,3 +342,11 @@ class _Reader:
                 )
             )
         return out
+
+
+def _clip(value: Any, limit: int) -> Any:
+    """A payload value as stored, except a text longer than the limit: the rejects table keeps
+    its start and length, not a megabyte."""
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:limit]}... ({len(value) - limit} more characters)"
+    return value
