@@ -8,7 +8,8 @@ dataloader worker) pair: ``r = rank * workers + worker``, ``R = world * workers`
 smallest that gives every reader a unit; with at least as many row groups as readers it is 1 and
 the rule is ``row_groups[r::R]``. Below that, rows are strided across the readers that share a
 group: each reads the group and keeps its part, so no reader is ever empty while there are at
-least as many rows as readers, and a reader holds one row group at a time, never a file.
+least as many rows as readers. A reader holds one row group at a time (the writer bounds its
+bytes), never the whole data.
 
 Task weights act per row, by acceptance: a row of task ``t`` is kept with probability ``p_t``
 drawn from the row's own seeded RNG, so the decision is a pure function of (seed, epoch, row)
