@@ -105,7 +105,7 @@ def test_eval_every_needs_held_out_data(tmp_path: Path) -> None:
     raw["data"]["overrides"].pop("holdout")
     raw["eval"] = {"every": 10}
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(raw))
-    with pytest.raises(ValueError, match="eval.every needs held-out data"):
+    with pytest.raises(ValueError, match=r"eval\.every needs held-out data"):
         TrainConfig.from_yaml(tmp_path / "bad.yaml")
 
 
