@@ -3,6 +3,7 @@
     torchrun --nproc-per-node N -m train --config CONFIG --data DIR [DIR ...] --out DIR \\
         [--max-steps K] [--resume] [--init-from BAGEL_DIR]
     python -m train export CHECKPOINT OUT_DIR [--ema]
+    torchrun --nproc-per-node N -m train eval --checkpoint RUN --data DIR [DIR ...] --out DIR
 """
 
 from __future__ import annotations
@@ -57,6 +58,11 @@ def main() -> None:
         from train.export import export_app
 
         export_app(argv[1:], prog_name="python -m train export")
+        return
+    if argv[:1] == ["eval"]:
+        from train.eval.cli import eval_app
+
+        eval_app(_expand_multi(argv[1:], "--data"), prog_name="python -m train eval")
         return
     train_app(_expand_multi(argv, "--data"), prog_name="python -m train")
 

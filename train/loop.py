@@ -229,6 +229,13 @@ def _train(
         path = ckpt.save(at, states, per_rank, {"config.yaml": config_text})
         log.message(f"saved checkpoint {path}")
 
+    probes = None
+    if cfg.eval.every:  # context probes on held-out data (train/eval)
+        from train.eval.hook import TrainingEval
+
+        probes = TrainingEval(
+            cfg, data, data_cfg, model_cfg, tokenizer_path, model, rt, out, step, log.message
+        )
     stop = StopFlag()
     peak = peak_flops(rt.device, cfg.log.peak_tflops)
     streams: list[Iterator[Any]] = [iter(loader) for loader in loaders]
@@ -278,6 +285,8 @@ def _train(
                         step, lr, result, elapsed, micro, model_cfg, peak, rt, loaders, nonfinite
                     )
                 )
+            if probes is not None:
+                probes.maybe_run(model, step)
             if nonfinite > cfg.max_nonfinite:
                 raise RuntimeError(
                     f"{nonfinite} steps had a non-finite loss or gradient (max_nonfinite="
@@ -293,6 +302,8 @@ def _train(
     finally:
         stop.restore()
         log.close()
+        if probes is not None:
+            probes.close()
     return step
 
 

@@ -15,7 +15,8 @@ losses only. Parallelism, activation checkpointing and compile are applied from 
 3. Run the MoT decoder (tokens hard-routed by ``expert_ids_L``).
 4. Losses (``LossTerms``, sums and counts): CE of ``lm_head`` at ``ce_index_C`` against
    ``ce_labels_C``; MSE of ``llm2vae`` at the latent tokens with t > 0 against the velocity
-   ``noise - x0``, averaged over the latent channels per token.
+   ``noise - x0``, averaged over the latent channels per token. ``token_losses`` returns the
+   same terms per token (``TokenLosses``), with the noise optionally given, for evaluation.
 
 As in BAGEL, all VAE images of the batch are zero-padded to the largest and encoded as one batch
 (so latents, and the RNG draws, match BAGEL's training exactly).
@@ -63,6 +64,20 @@ class Latents:
         return self.noise_MC - self.clean_MC
 
 
+@dataclass
+class TokenLosses:
+    """The unreduced losses of one batch: ``forward`` sums them into ``LossTerms``."""
+
+    logits_CV: torch.Tensor
+    """float32 LM-head logits at ``ce_index_C``."""
+    ce_C: torch.Tensor
+    """Cross-entropy of each CE position against ``ce_labels_C``."""
+    has_mse_M: torch.Tensor
+    """bool. Latent tokens with t > 0 (noised images): the ones with a flow-matching loss."""
+    mse_K: torch.Tensor
+    """MSE (mean over the latent channels) of each latent token where ``has_mse_M``, in order."""
+
+
 class ChatUMM(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -100,29 +115,43 @@ class ChatUMM(nn.Module):
             nn.init.zeros_(param)
 
     def forward(self, batch: PackedBatch, attention: Literal["sdpa", "flex"] = "sdpa") -> LossTerms:
-        hidden_LD, latents = self.hidden_states(batch, attention)
-
-        logits_CV = self.llm.lm_head(hidden_LD[batch.ce_index_C]).float()
-        ce_sum = F.cross_entropy(logits_CV, batch.ce_labels_C, reduction="sum")
-
-        has_mse_M = latents.t_M > 0
-        pred_MC = self.llm2vae(hidden_LD[batch.vae_index_M[has_mse_M]]).float()
-        target_MC = latents.velocity_MC[has_mse_M]
-        mse_sum = (pred_MC - target_MC).pow(2).mean(dim=-1).sum()
-
+        terms = self.token_losses(batch, attention)
         return LossTerms(
-            ce_sum=ce_sum,
+            ce_sum=terms.ce_C.sum(),
             ce_tokens=torch.tensor(
-                float(batch.ce_index_C.numel()), dtype=torch.float32, device=ce_sum.device
+                float(batch.ce_index_C.numel()), dtype=torch.float32, device=terms.ce_C.device
             ),
-            mse_sum=mse_sum,
-            mse_tokens=has_mse_M.sum().to(torch.float32),
+            mse_sum=terms.mse_K.sum(),
+            mse_tokens=terms.has_mse_M.sum().to(torch.float32),
         )
 
+    def token_losses(
+        self,
+        batch: PackedBatch,
+        attention: Literal["sdpa", "flex"] = "sdpa",
+        noise_MC: torch.Tensor | None = None,
+    ) -> TokenLosses:
+        """The losses of every supervised token, unreduced (``forward`` sums them; evaluation
+        reads them per dialogue). ``noise_MC`` replaces the flow-matching noise draw."""
+        hidden_LD, latents = self.hidden_states(batch, attention, noise_MC)
+
+        logits_CV = self.llm.lm_head(hidden_LD[batch.ce_index_C]).float()
+        ce_C = F.cross_entropy(logits_CV, batch.ce_labels_C, reduction="none")
+
+        has_mse_M = latents.t_M > 0
+        pred_KC = self.llm2vae(hidden_LD[batch.vae_index_M[has_mse_M]]).float()
+        target_KC = latents.velocity_MC[has_mse_M]
+        mse_K = (pred_KC - target_KC).pow(2).mean(dim=-1)
+        return TokenLosses(logits_CV=logits_CV, ce_C=ce_C, has_mse_M=has_mse_M, mse_K=mse_K)
+
     def hidden_states(
-        self, batch: PackedBatch, attention: Literal["sdpa", "flex"] = "sdpa"
+        self,
+        batch: PackedBatch,
+        attention: Literal["sdpa", "flex"] = "sdpa",
+        noise_MC: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, Latents]:
-        """Final hidden states [L, D] of the packed sequence, and the latents it was built from."""
+        """Final hidden states [L, D] of the packed sequence, and the latents it was built from
+        (``noise_MC``: the noise of every latent token; default a draw from the caller's RNG)."""
         _check_batch(batch, self.config)
         device = batch.position_ids_L.device
         seq_mask = AttentionMask.build(
@@ -137,7 +166,7 @@ class ChatUMM(nn.Module):
         vit_LD = self._embed_vit(batch, attention)
         x_LD = x_LD.index_put((batch.vit_index_P,), vit_LD.to(x_LD.dtype))
 
-        latents = self._latents(batch)
+        latents = self._latents(batch, noise_MC)
         t_M = latents.t_M[:, None]
         noised_MC = (1 - t_M) * latents.clean_MC + t_M * latents.noise_MC
         latent_LD = (
@@ -163,7 +192,7 @@ class ChatUMM(nn.Module):
         tokens_PD = self.connector(features_PD)
         return tokens_PD + self.vit_pos_embed(batch.vit_position_ids_P).to(tokens_PD.dtype)
 
-    def _latents(self, batch: PackedBatch) -> Latents:
+    def _latents(self, batch: PackedBatch, noise_MC: torch.Tensor | None = None) -> Latents:
         cfg = self.config
         device = batch.position_ids_L.device
         p, z, stride = cfg.latent_patch_size, cfg.vae.z_channels, cfg.image_stride
@@ -176,7 +205,15 @@ class ChatUMM(nn.Module):
             clean_MC = torch.cat(tokens)
         else:
             clean_MC = torch.zeros(0, cfg.latent_dim, device=device)
-        noise_MC = torch.randn_like(clean_MC)
+        if noise_MC is None:
+            noise_MC = torch.randn_like(clean_MC)
+        elif noise_MC.shape != clean_MC.shape:
+            raise ValueError(
+                f"noise_MC has shape {tuple(noise_MC.shape)}; the batch's latents are "
+                f"{tuple(clean_MC.shape)} (latent tokens x latent channels)"
+            )
+        else:
+            noise_MC = noise_MC.to(clean_MC)
         s = cfg.timestep_shift
         t_I = torch.sigmoid(batch.timestep_logits_I.float())
         t_I = s * t_I / (1 + (s - 1) * t_I)
