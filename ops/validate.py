@@ -14,8 +14,10 @@ that subject's input text (an English word, or two Chinese characters in a row) 
 only a function, colour, size or other attribute word, outside the edit request it rewrites; or
 (b) declares a ``Ref`` phrase that occurs in it and names something (it is not only such words),
 with a ``Source`` whose every word occurs in that subject's input text and names something too.
-It does not verify that a Chinese ``Ref`` translates its English ``Source``: that pairing is the
-model's own statement, checked only for being present, non-vague and grounded. The word lists
+And every pair a result declares is such a pair for one of its subjects. It does not verify
+that a Chinese ``Ref`` translates its English ``Source``: that pairing is the model's own
+statement, checked for being present, non-vague and grounded. A subject whose input text names
+nothing (a caption "Two.") cannot be pointed to and asks for nothing. The word lists
 (``prompts/reference_words.yaml``) are of one language each; nothing pairs words across
 languages, so a subject no list has seen is checked like any other.
 """
@@ -107,11 +109,13 @@ class Subject:
     text: str
     words: frozenset[str]
     bigrams: frozenset[str]
+    nameable: bool  # whether anything in it names a subject (a caption "Two." names nothing)
 
     @classmethod
     def of(cls, name: str, texts: Iterable[str]) -> Subject:
         text = "\n".join(texts)
-        return cls(name, text, frozenset(stems(text)), frozenset(_bigrams(text)))
+        nameable = bool(naming_words(text)) or any(han_left(b) for b in _bigrams(text))
+        return cls(name, text, frozenset(stems(text)), frozenset(_bigrams(text)), nameable)
 
 
 @dataclass(frozen=True)
@@ -415,7 +419,7 @@ def reference(c: Candidate) -> Refusal | None:
             reason, detail = row[0]  # type: ignore[misc]
             return reason, f"{c.where()}: {detail}"
     for k, subject in enumerate(subjects):
-        if any(row[k] is None for row in verdicts):
+        if not subject.nameable or any(row[k] is None for row in verdicts):
             continue
         if _evidence(naming, subject, c.context.exclude):
             continue
