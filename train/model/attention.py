@@ -7,7 +7,8 @@ A mask is built once per batch (outside the layers, STYLE practice 13) from a ``
 * ``"flex"``: a ``BlockMask`` and FlexAttention, compiled on CUDA (the training path). The block
   mask is built with ``_compile=True`` on CUDA so a 64k-token mask never materialises densely.
 
-Shapes: q ``[L, H, Dh]``, k/v ``[L, G, Dh]`` (G key/value heads, grouped-query attention).
+Shapes: q ``[L, H, Dh]``, k/v ``[L, G, Dh]`` (G key/value heads, grouped-query attention). At
+inference the keys also hold a KV cache: k/v ``[K, G, Dh]`` and a dense ``[L, K]`` mask.
 """
 
 from __future__ import annotations
