@@ -162,7 +162,7 @@ def test_the_cache_grows_without_losing_what_it_holds(assets) -> None:
     second = torch.randn(5, cfg.num_kv_heads, cfg.head_dim)
     views = cache.views(5)
     assert cache.capacity == 8
-    keys, values = views[0].extend(second, second)
+    keys, _values = views[0].extend(second, second)
     torch.testing.assert_close(keys, torch.cat([first, second]), rtol=0, atol=0)
     cache.commit(torch.ones(5, dtype=torch.long))
     assert cache.length == 8 and cache.stream_N.tolist() == [0, 0, 0, 1, 1, 1, 1, 1]

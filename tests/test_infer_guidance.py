@@ -66,7 +66,7 @@ def test_text_channel_renorm_rescales_the_text_guidance_before_the_image_guidanc
 
 
 def test_renorm_never_scales_up() -> None:
-    v, vt, _ = _velocities(3)
+    v, _vt, _ = _velocities(3)
     small = v * 0.01  # guided velocity smaller than the unguided one
     got = guide(v, v + (v - small) / 3, None, 4.0, 1.0, "global", 0.0)
     torch.testing.assert_close(got, small)

@@ -50,7 +50,7 @@ def test_greedy_text_is_reproducible_and_follows_the_argmax(assets) -> None:
     chat = _chat(assets)
     chat.add_user("tell me about foxes")
     ids = generate_text_part(chat.ctx, sp.im_start, sp.im_end, SHORT, torch.Generator())
-    assert assets.tokenizer.decode(ids) == first.text
+    assert assets.tokenizer.decode(ids) == first.turn.parts[0].text
     replay = _chat(assets)
     replay.add_user("tell me about foxes")
     replay.ctx.add_tokens([sp.im_start])
@@ -160,7 +160,7 @@ def test_think_mode_plans_in_the_full_context_only(assets) -> None:
     assert condition.limit < chat.ctx.text_cfg.limit
     # and it never enters the image-CFG stream: that stream holds the prompt, the user text, eot
     sp = assets.tokenizer.special
-    assert chat.ctx.pending_text == pending + [sp.end_of_turn]
+    assert chat.ctx.pending_text == [*pending, sp.end_of_turn]
     assert text_only_before and pending[: len(text_only_before)] == text_only_before
 
 
