@@ -36,9 +36,14 @@ def schedule(steps: int, shift: float, device: torch.device | str = "cpu") -> to
     return shift * t / (1 + (shift - 1) * t)
 
 
-def _renorm(reference: torch.Tensor, guided: torch.Tensor, per_token: bool, floor: float):
-    dims = {"dim": -1, "keepdim": True} if per_token else {}
-    ratio = torch.norm(reference, **dims) / (torch.norm(guided, **dims) + EPS)  # type: ignore[call-overload]
+def _renorm(
+    reference: torch.Tensor, guided: torch.Tensor, per_token: bool, floor: float
+) -> torch.Tensor:
+    """``guided`` scaled by clamp(|reference| / |guided|, floor, 1), norms per token or whole."""
+    if per_token:
+        ratio = reference.norm(dim=-1, keepdim=True) / (guided.norm(dim=-1, keepdim=True) + EPS)
+    else:
+        ratio = reference.norm() / (guided.norm() + EPS)
     return guided * ratio.clamp(min=floor, max=1.0)
 
 
