@@ -69,12 +69,20 @@ def load_assets(
         model, tokenizer, data_cfg = _load_bagel_dir(root)
     else:
         model, tokenizer, data_cfg = _load_training_checkpoint(root, ema)
-    model = model.to(device=dev).eval()
+    return Assets(
+        prepare_model(model, dev, dtype), tokenizer, Transforms.from_config(data_cfg), root
+    )
+
+
+def prepare_model(model: ChatUMM, device: torch.device, dtype: torch.dtype) -> ChatUMM:
+    """Eval mode, no gradients, on ``device``; the weights in ``dtype``, the fixed tables (RoPE
+    frequencies, sin-cos positions) left in float32."""
+    model = model.to(device=device).eval()
     model.requires_grad_(False)
-    with torch.no_grad():  # weights only: the fixed tables (RoPE frequencies...) stay float32
+    with torch.no_grad():
         for param in model.parameters():
             param.data = param.data.to(dtype)
-    return Assets(model, tokenizer, Transforms.from_config(data_cfg), root)
+    return model
 
 
 def _load_training_checkpoint(root: Path, ema: bool) -> tuple[ChatUMM, ChatTokenizer, DataConfig]:
