@@ -50,6 +50,8 @@ def build_assets(preset: str, device: torch.device, dtype: torch.dtype) -> Asset
     cfg = ModelConfig.preset(preset)
     with torch.device("meta"):
         model = ChatUMM(cfg)
+        for param in model.parameters():  # allocate the weights in their dtype (7B: 28 GB in bf16)
+            param.data = param.data.to(dtype)
     model.to_empty(device=device)
     torch.manual_seed(0)
     with torch.no_grad():

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from synth.contract import DialogueSample
+from synth.contract import DialogueSample, Provenance
 from tests.builders import build_sample
 from tests.infer_support import tiny_assets
 from tests.model_batches import one_torch_thread  # noqa: F401
@@ -199,3 +199,30 @@ def test_the_image_options_follow_the_context(assets) -> None:
     assert reply.images[0].size == (48, 16)  # rounded to the 16-px latent grid
     with pytest.raises(ValueError, match="latent position table"):
         _chat(assets, image_overrides={"size": (4096, 64)}).send("huge", mode="image")
+
+
+def test_two_subjects_then_put_them_together(assets) -> None:
+    """Multi-image turns: two uploads in one turn, and two drawn subjects composed later."""
+    chat = _chat(assets, max_parts=1)
+    start = chat.ctx.cache.length
+    chat.add_user("put them together", images=[_photo(0), _photo(60)])
+    one_image = (32 // 16) * (48 // 16) + 2 + (32 // 4) * (48 // 4) + 2
+    assert (
+        chat.ctx.cache.length
+        == start + 2 * one_image + len(assets.tokenizer.encode("put them together")) + 2
+    )
+    assert [p.type for p in chat.turns[0].parts] == ["image", "image", "text"]
+    reply = chat.reply(mode="image")
+    assert reply.images[0].size == (48, 32)  # the size of the last image in the context
+
+    drawn = _chat(assets, max_parts=1)
+    for prompt in ("a white cat", "a golden retriever"):
+        drawn.send(prompt, mode="image")
+    before = drawn.ctx.cache.length
+    reply = drawn.send("now draw the two of them together", mode="image")
+    assert len(drawn.images) == 3 and reply.turn.parts[0].image == 2
+    assert drawn.ctx.cache.length > before
+    sample = drawn.to_sample(
+        task="t_i_in_1", stage="a", provenance=Provenance(seed=0, depends_on=(1, 3))
+    )
+    assert [t.role for t in sample.turns] == ["user", "assistant"] * 3

@@ -182,10 +182,14 @@ class Chat:
         return Reply(turn, tuple(drawn))
 
     def to_sample(
-        self, task: str, stage: SampleStage = "source", sample_id: str | None = None
+        self,
+        task: str,
+        stage: SampleStage = "source",
+        sample_id: str | None = None,
+        provenance: Provenance | None = None,
     ) -> DialogueSample:
         """The session as a ``DialogueSample`` (raises ``InvariantError`` if its turns do not
-        fit ``task``'s structure)."""
+        fit ``task``'s structure; a task with dependencies needs a ``provenance`` naming them)."""
         sid = sample_id or make_sample_id(
             stage, self.seed, [r.source_row for r in self.images], task
         )
@@ -195,7 +199,7 @@ class Chat:
             stage=stage,
             turns=tuple(self.turns),
             images=tuple(self.images),
-            provenance=Provenance(seed=self.seed),
+            provenance=provenance or Provenance(seed=self.seed),
         )
 
     # --- decisions ------------------------------------------------------------------------------
