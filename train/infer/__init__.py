@@ -15,6 +15,7 @@ text      token choice (greedy, temperature, top-p) and the decoding of one text
 flow      the shifted schedule, three-branch guidance with renormalisation, Euler sampling
 options   TextOptions, ImageOptions (BAGEL's text-to-image and editing defaults)
 load      load_assets: DCP training checkpoints, exported and BAGEL-7B-MoT directories
+batch     generate_turns: every sample's answer as PNG + JSONL, resumable and seeded per sample
 cli       `python -m train chat` and `python -m train generate`
 """
 

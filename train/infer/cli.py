@@ -4,31 +4,18 @@
     python -m train generate --checkpoint runs/tiny --in out/stage-c --out gen [--seed 0]
 
 ``--checkpoint``: a training run directory (its newest checkpoint), a checkpoint, or a directory
-in BAGEL's layout (exported, or BAGEL-7B-MoT).
-
-``generate`` writes, for each sample of ``--in`` (a shard directory or a Parquet file in the data
-contract's shape), the assistant turn the model writes after the sample's history up to its last
-user turn: ``OUT/images/<sample_id>-<k>.png`` and one line per sample in ``OUT/turns.jsonl``.
-Each sample's seed derives from ``--seed`` and its id, so a sample's output does not depend on
-the order, the ``--limit`` or an interrupted run. A rerun skips the samples already in
-``turns.jsonl`` (a line is written, flushed and synced after its images), so a killed run
-resumes without losing or repeating a sample. Samples that break the data contract go to
-``OUT/rejects.jsonl`` with the reason.
+in BAGEL's layout (exported, or BAGEL-7B-MoT). ``generate`` reads a shard directory or a Parquet
+file in the data contract's shape and writes what ``train.infer.batch`` describes (resumable,
+reproducible for a ``--seed``).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from synth.contract import DialogueSample, InvariantError, validate_row
-from synth.shards import iter_rows, sample_files
 from train.infer.options import ImageOptions, RenormType, TextOptions
 
 Checkpoint = Annotated[
@@ -147,115 +134,26 @@ def generate(
     ema: Ema = False,
 ) -> None:
     """Generate the final assistant turn of every sample (resumable, reproducible)."""
+    from train.infer.batch import generate_turns, input_files, read_samples
     from train.infer.load import load_assets
-    from train.infer.session import Chat
 
     options = _chat_options(
         max_tokens, temperature, top_p, steps, cfg_text_scale, cfg_img_scale,
         cfg_renorm_type, size, image_option,
     )  # fmt: skip
     run_mode = _mode(mode)
-    files = _input_files(in_path)
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    turns_path, rejects_path = out / "turns.jsonl", out / "rejects.jsonl"
-    done = _finished_ids(turns_path)
+    try:
+        files = input_files(in_path)
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--in") from None
     assets = load_assets(checkpoint, device=device, ema=ema)
-    written = skipped = rejected = 0
-    with turns_path.open("a", encoding="utf-8") as turns, rejects_path.open("a") as rejects:
-        for row_number, item in enumerate(_samples(files)):
-            if limit is not None and written + skipped + rejected >= limit:
-                break
-            if isinstance(item, InvariantError):
-                _append(
-                    rejects, {"row": row_number, "sample_id": item.sample_id, "reason": str(item)}
-                )
-                rejected += 1
-                continue
-            if item.sample_id in done:
-                skipped += 1
-                continue
-            sample_seed = derive_seed(seed, item.sample_id)
-            chat = Chat(assets, seed=sample_seed, think=think, **options)
-            chat.load(item)
-            reply = chat.reply(mode=run_mode)
-            parts: list[dict[str, Any]] = []
-            drawn = iter(reply.images)
-            for part in reply.turn.parts:
-                if part.type == "text":
-                    parts.append({"type": "text", "text": part.text})
-                    continue
-                name = f"images/{item.sample_id}-{len(parts)}.png"
-                _save_png(next(drawn), out / name)
-                parts.append({"type": "image", "path": name})
-            record = {
-                "sample_id": item.sample_id,
-                "task": item.task,
-                "seed": sample_seed,
-                "parts": parts,
-            }
-            _append(turns, record)
-            done.add(item.sample_id)
-            written += 1
-            typer.echo(f"{item.sample_id} ({item.task}): {_summary(parts)}")
+    summary = generate_turns(
+        assets, read_samples(files), out, seed=seed, limit=limit, mode=run_mode,
+        chat_options={**options, "think": think}, progress=typer.echo,
+    )  # fmt: skip
     typer.echo(
-        f"wrote {written} turn(s) to {turns_path} ({skipped} already there, {rejected} rejected)"
-    )
-
-
-def derive_seed(seed: int, sample_id: str) -> int:
-    """A sample's own seed: independent of the order and the number of samples in a run."""
-    return int(hashlib.sha256(f"{seed}:{sample_id}".encode()).hexdigest()[:12], 16)
-
-
-def _input_files(path: Path) -> list[Path]:
-    if path.is_dir():
-        files = sample_files(path)
-        if not files:
-            raise typer.BadParameter(f"{path} holds no train-*.parquet shards", param_hint="--in")
-        return files
-    if path.is_file() and path.suffix == ".parquet":
-        return [path]
-    raise typer.BadParameter(
-        f"{path} is neither a shard directory nor a .parquet file", param_hint="--in"
-    )
-
-
-def _samples(files: list[Path]) -> Iterator[DialogueSample | InvariantError]:
-    for row in iter_rows(files):
-        try:
-            yield validate_row(row)
-        except InvariantError as err:
-            yield err
-
-
-def _finished_ids(path: Path) -> set[str]:
-    """Sample ids with a complete line in ``turns.jsonl``; a torn last line is cut off."""
-    if not path.is_file():
-        return set()
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        keep = data.rfind(b"\n") + 1
-        with path.open("r+b") as f:
-            f.truncate(keep)
-        data = data[:keep]
-    return {json.loads(line)["sample_id"] for line in data.decode("utf-8").splitlines() if line}
-
-
-def _append(f: Any, record: dict[str, Any]) -> None:
-    f.write(json.dumps(record, ensure_ascii=False) + "\n")
-    f.flush()
-    os.fsync(f.fileno())
-
-
-def _save_png(picture: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    picture.save(tmp, format="PNG")
-    os.replace(tmp, path)
-
-
-def _summary(parts: list[dict[str, Any]]) -> str:
-    return " + ".join(
-        p["path"] if p["type"] == "image" else f"text ({len(p['text'])} chars)" for p in parts
+        f"wrote {summary.written} turn(s) to {out / 'turns.jsonl'} ({summary.skipped} already "
+        f"there, {summary.rejected} rejected)"
     )
 
 
@@ -296,6 +194,7 @@ def chat(
     ema: Ema = False,
 ) -> None:
     """An interactive conversation; images are written as PNG files and their paths printed."""
+    from train.infer.batch import save_png
     from train.infer.load import load_assets
     from train.infer.session import Chat
 
@@ -353,5 +252,5 @@ def chat(
                 typer.echo(f"assistant> {part.text}")
                 continue
             path = out / f"chat{conversation}-turn{turn:02d}-{k}.png"
-            _save_png(next(drawn), path)
+            save_png(next(drawn), path)
             typer.echo(f"assistant> [image] {path}")

@@ -182,6 +182,7 @@ class Context:
     def full_branch(self) -> Branch:
         return Branch(FULL, self.cache.length, self.rope[FULL])
 
+    @torch.no_grad()
     def image_cfg_branch(self) -> Branch:
         """The text-only stream, brought up to date first."""
         if self.pending_text:
@@ -199,6 +200,7 @@ class Context:
         self.text_cfg = self.full_branch()
 
     # --- appending ----------------------------------------------------------------------------
+    @torch.no_grad()
     def add_tokens(self, ids: Sequence[int], text_only: bool = True) -> torch.Tensor:
         """Run text tokens in the full stream; the hidden state of the last one. ``text_only``:
         they also belong to the image-CFG branch's stream (all text but a think plan)."""
@@ -212,6 +214,7 @@ class Context:
         self.last_hidden_D = hidden_TD[-1]
         return hidden_TD
 
+    @torch.no_grad()
     def add_image(self, image: ImageTokens) -> torch.Tensor:
         """Clean latents, then ViT tokens, in the full stream (one forward); the hidden states."""
         model = self.model
@@ -240,6 +243,7 @@ class Context:
         self.last_hidden_D = hidden_TD[-1]
         return hidden_TD
 
+    @torch.no_grad()
     def next_logits(self) -> torch.Tensor:
         """[V] float32 logits of the token after the dialogue so far."""
         assert self.last_hidden_D is not None, "the context is empty"
@@ -258,7 +262,10 @@ class Context:
         layout, x_TD = builder.build(self.cache)
         return self.forward(layout, x_TD, commit)
 
+    @torch.no_grad()
     def forward(self, layout: Layout, x_TD: torch.Tensor, commit: bool) -> torch.Tensor:
+        assert layout.mask.dense_LL is not None
+        assert layout.mask.dense_LL.shape[1] == self.cache.length + x_TD.shape[0], "stale layout"
         views = self.cache.views(x_TD.shape[0])
         hidden_TD = self.model.llm(x_TD, layout.routing, layout.position_ids_T, layout.mask, views)
         if commit:
@@ -270,6 +277,7 @@ class NoisedQuery:
     """One noised latent block per branch, packed into one forward; its layout, mask and marker
     embeddings are built once and reused by every denoising step. Nothing is committed."""
 
+    @torch.no_grad()
     def __init__(self, ctx: Context, grid: tuple[int, int], branches: tuple[Branch, ...]):
         self.ctx, self.grid, self.branches = ctx, grid, branches
         model = ctx.model
@@ -287,6 +295,7 @@ class NoisedQuery:
         self.layout, self.x_TD = builder.build(ctx.cache)
         self.latent_rows = torch.cat(rows_B)
 
+    @torch.no_grad()
     def velocity(self, x_MC: torch.Tensor, t: float) -> torch.Tensor:
         """[B, M, C] float32: the predicted velocity (noise - x0) of each branch at (x_t, t)."""
         model = self.ctx.model
