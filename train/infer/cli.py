@@ -211,7 +211,7 @@ def chat(
     while True:
         try:
             line = input("you> ").strip()
-        except EOFError:
+        except (EOFError, KeyboardInterrupt):  # end of input, or Ctrl-C at the prompt
             typer.echo("")
             return
         command, _, rest = line.partition(" ")
