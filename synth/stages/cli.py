@@ -52,6 +52,9 @@ def _command(stage: str) -> Any:
         limit: Annotated[int | None, typer.Option(help="work items of the whole run")] = None,
         num_shards: Annotated[int | None, typer.Option(help="shards the run is split in")] = None,
         shard_index: Annotated[int | None, typer.Option(help="this shard, 0-based")] = None,
+        row_group_rows: Annotated[
+            int | None, typer.Option(help="samples per Parquet row group (README: Shards)")
+        ] = None,
         progress: Annotated[
             bool | None, typer.Option("--progress/--no-progress", help="live progress bar")
         ] = None,
