@@ -78,7 +78,11 @@ def test_bundled_data_a_b_c_with_the_template_backend(tmp_path: Path) -> None:
         parent = a_samples[sample.provenance.parent_id]  # type: ignore[index]
         n = len(parent.turns) - 2
         assert sample.turns[:n] == parent.turns[:n]  # append-only
-        assert sample.turns[-1] == parent.turns[-1]
+        assert resolved(sample, -1) == resolved(parent, -1)  # the same answer, images in order
+        kept = len({i for t in parent.turns[:n] for i in t.images})
+        assert sample.images[:kept] == parent.images[:kept]
+        uploads = [[p for p in resolved(s, -2) if p[0] == "image"] for s in (sample, parent)]
+        assert uploads[0] == uploads[1]  # the final query is rewritten, its upload kept
         assert (
             sample.provenance.llm_calls[: len(parent.provenance.llm_calls)]
             == parent.provenance.llm_calls
@@ -104,6 +108,14 @@ def test_bundled_data_a_b_c_with_the_template_backend(tmp_path: Path) -> None:
     assert {s.task for s in both.values()} == {t for t in TASKS if TASKS[t].stage == "c"}
     assert both == {s.sample_id: s for out in (ca, cb) for s in iter_samples(out)}
     assert read_manifest(cab).config["input"] == [str(a.resolve()), str(b.resolve())]
+
+
+def resolved(sample: DialogueSample, turn: int) -> list[tuple]:
+    """A turn's parts with their images as records, not indices (which stage b renumbers)."""
+    return [
+        (p.type, p.text, p.origin, None if p.image is None else sample.images[p.image])
+        for p in sample.turns[turn].parts
+    ]
 
 
 def check_unrelated_distractors(sample: DialogueSample) -> None:
