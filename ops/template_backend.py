@@ -35,6 +35,7 @@ from ops.template_text import (
     bare,
     data,
     definite,
+    english_caption,
     first_clause,
     is_chinese,
     is_clause,
@@ -96,11 +97,13 @@ def _caption_forms(caption: str, length: str) -> list[tuple[str, str]]:
     return {"short": [short], "medium": [medium, short], "long": [long, medium, short]}[length]
 
 
-def _request(v: Mapping[str, Any], lang: str, length: str, rng: random.Random, lim: int) -> list[str]:
-    caption = v["caption"]
+def _request(
+    v: Mapping[str, Any], lang: str, length: str, rng: random.Random, lim: int
+) -> list[str]:
     if lang == "zh":
-        return [_zh_request(v["zh_structure"], caption, length, lim)]
-    if is_chinese(caption):
+        return [_zh_request(v["zh_structure"], v["caption"], length, lim)]
+    caption = english_caption(v["caption"])
+    if caption is None:
         return [""]
     texts = []
     for lead, rest in _caption_forms(caption, length):
@@ -145,16 +148,14 @@ def _qa(v: Mapping[str, Any], lang: str, length: str, rng: random.Random, lim: i
         question = rng.choice(frames["qa_question"]["zh"]).format(subject=subject)
         answer = rng.choice(frames["qa_answer"]["zh"]).format(items=zh_list(items[:8]))
         return [question, answer if len(answer) <= limit else "", request]
-    if is_chinese(caption):
+    caption = english_caption(caption)
+    if caption is None:
         return ["", "", request]
     subject = lower_first(subject_phrase(caption, extended=True))
     question = rng.choice(frames["qa_question"]["en"]).format(subject=subject)
     frame = rng.choice(frames["qa_answer"]["en"])
     parts = sentences(caption)
-    answers = [
-        frame.format(sentence=lower_first(_sentence(" ".join(parts[:n]))))
-        for n in (2, 1)
-    ]
+    answers = [frame.format(sentence=lower_first(_sentence(" ".join(parts[:n])))) for n in (2, 1)]
     return [question, _first_fitting(answers, limit), request]
 
 
@@ -183,7 +184,8 @@ def _name(caption: str, lang: str) -> str | None:
     article), or None."""
     if lang == "zh":
         return zh_name(caption)
-    return None if is_chinese(caption) else bare(subject_phrase(caption, extended=True))
+    english = english_caption(caption)
+    return None if english is None else bare(subject_phrase(english, extended=True))
 
 
 def _dep_query(
@@ -197,9 +199,10 @@ def _dep_query(
         image = rng.choice(frames["dep_reference"]["zh"]).format(subject=subject)
         text = f"对于{image}，{query}" if is_chinese(query) else zh_edit(query, image)
         return [_sentence_zh(text) if text and len(text) < lim else ""]
-    if is_chinese(query) or is_chinese(caption):
+    english = english_caption(caption)
+    if is_chinese(query) or english is None:
         return [""]
-    subject = definite(subject_phrase(caption, extended=True))
+    subject = definite(subject_phrase(english, extended=True))
     noun = re.search(frames["deictic_noun"], query, re.IGNORECASE)
     it = re.search(frames["deictic_it"], query, re.IGNORECASE)
     if noun is not None:
@@ -221,7 +224,9 @@ def _sentence_zh(text: str) -> str:
     return text if text[-1] in _END else f"{text}。"
 
 
-def _qa_dep(v: Mapping[str, Any], lang: str, length: str, rng: random.Random, lim: int) -> list[str]:
+def _qa_dep(
+    v: Mapping[str, Any], lang: str, length: str, rng: random.Random, lim: int
+) -> list[str]:
     name = _name(v["caption"], lang)
     text = "" if name is None else fill(v[f"{lang}_structure"], name)
     return [text if len(text) <= lim else ""]
@@ -236,16 +241,19 @@ def _question(
         if subject is None:
             return [rng.choice(frames["question_unnamed"]["zh"])]
         return [rng.choice(frames["question"]["zh"]).format(subject=subject)]
-    if is_chinese(caption):
+    english = english_caption(caption)
+    if english is None:
         return [""]
-    subject = definite(subject_phrase(caption))
+    subject = definite(subject_phrase(english))
     return [rng.choice(frames["question"]["en"]).format(subject=subject)]
 
 
-def _answer(v: Mapping[str, Any], lang: str, length: str, rng: random.Random, lim: int) -> list[str]:
+def _answer(
+    v: Mapping[str, Any], lang: str, length: str, rng: random.Random, lim: int
+) -> list[str]:
     caption, frames = v["caption"], data()["answer"]
-    parts = sentences(caption)
     if lang == "zh":
+        parts = sentences(caption)
         items = zh_items(" ".join(parts[:3]))
         if not items:
             return [""]
@@ -255,8 +263,10 @@ def _answer(v: Mapping[str, Any], lang: str, length: str, rng: random.Random, li
         for quoted in quoted_text(caption):
             text += str(frames["zh_sign"]).format(text=quoted)
         return [text if len(text) <= lim else ""]
-    if is_chinese(caption):
+    english = english_caption(caption)
+    if english is None:
         return [""]
+    parts = sentences(english)
     first = parts[0]
     frame = rng.choice(frames["en_clause" if is_clause(first) else "en"])
     lead = _sentence(frame.format(sentence=lower_first(first)))

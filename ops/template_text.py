@@ -24,7 +24,9 @@ from typing import Any
 from ops.templates import load_yaml
 from ops.validate import INSTRUCTION
 
-CJK = re.compile(r"[\u3000-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uff00-\uffef]")
+CJK = re.compile(
+    r"[\u3000-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uff00-\uffef]"
+)
 # A sentence ends at CJK end punctuation, or at ASCII end punctuation followed by whitespace
 # ("3.5 metres" and "U.S.Navy" do not end one) unless the word before is an abbreviation.
 _SENTENCE_END = re.compile(r"(?<=[。！？])\s*|(?<=[.!?])\s+")
@@ -174,13 +176,13 @@ def lower_first(text: str) -> str:
     if not text:
         return text
     word = text.split(" ", 1)[0]
-    if word[1:].islower() and word != "I" or word in ("A",):
+    if (word[1:].islower() and word != "I") or word == "A":
         return text[0].lower() + text[1:]
     return text
 
 
 def definite(phrase: str) -> str:
-    """"a smiling astronaut" -> "the smiling astronaut"; a phrase without an article gets one."""
+    """ "a smiling astronaut" -> "the smiling astronaut"; a phrase without an article gets one."""
     phrase = lower_first(phrase)
     return f"the {_ARTICLE.sub('', phrase)}"
 
@@ -374,11 +376,48 @@ def zh_items(text: str, skip: str | None = None) -> list[str]:
     heads: set[str] = set()  # each thing once: "a red saucer ... the saucer" is one item
     its = tuple(data()["zh_impersonal"])
     for phrase, head in _heads(text, join=False):
-        phrase = phrase.removeprefix(its[0]).removeprefix(its[1]) if phrase.startswith(its) else phrase
+        phrase = (
+            phrase.removeprefix(its[0]).removeprefix(its[1]) if phrase.startswith(its) else phrase
+        )
         if head not in heads and phrase != skip:
             out.append(phrase)
         heads.add(_singular(head))
     return out
+
+
+@cache
+def _zh_to_en() -> list[tuple[str, str]]:
+    """(Chinese, English) of the glossary nouns, longest Chinese first; the first English
+    word listed for a Chinese one wins."""
+    pairs: dict[str, str] = {}
+    frames = set(data()["frame_nouns"])
+    for english, chinese in data()["zh_nouns"].items():
+        if english not in frames:
+            pairs.setdefault(chinese, english)
+    return sorted(pairs.items(), key=lambda kv: -len(kv[0]))
+
+
+def english_caption(caption: str) -> str | None:
+    """An English caption to write English results from: the caption itself, or for a Chinese
+    one the things the glossary finds in it, as a list ("A cat, a windowsill and a roof."); None
+    when it finds nothing."""
+    if not is_chinese(caption):
+        return caption
+    found: list[tuple[int, str]] = []
+    taken = [False] * len(caption)
+    for chinese, english in _zh_to_en():
+        start = caption.find(chinese)
+        while start >= 0:
+            if not any(taken[start : start + len(chinese)]):
+                taken[start : start + len(chinese)] = [True] * len(chinese)
+                found.append((start, english))
+            start = caption.find(chinese, start + 1)
+    names = list(dict.fromkeys(english for _, english in sorted(found)))
+    if not names:
+        return None
+    listed = [f"{'an' if n[0] in 'aeiou' else 'a'} {n}" for n in names]
+    text = listed[0] if len(listed) == 1 else ", ".join(listed[:-1]) + " and " + listed[-1]
+    return text[0].upper() + text[1:] + "."
 
 
 def zh_list(items: list[str]) -> str:

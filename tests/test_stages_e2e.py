@@ -10,7 +10,8 @@ from pathlib import Path
 import datasets
 
 from synth.contract import DialogueSample
-from synth.shards import iter_samples, read_manifest
+from synth.shards import iter_rejects, iter_samples, read_manifest
+from synth.stages.dialogue import sample_id
 from synth.stages.words import words_of
 from taxonomy import TASKS, TaskName
 from tests.stages_support import EXAMPLES, op_answer, run_stage
@@ -63,7 +64,11 @@ def test_bundled_data_a_b_c_with_the_template_backend(tmp_path: Path) -> None:
     made: set[str] = set()
     for out in (a, b, ca, cb):
         manifest = read_manifest(out)
-        assert manifest.complete and not manifest.reject_counts, manifest.reject_counts
+        assert manifest.complete, out
+        # The one kind of reject the bundled run has: the anchor check refusing a Chinese
+        # rewrite it cannot judge (an English caption outside its word list); see
+        # tests/test_bundled_words.py.
+        assert set(manifest.reject_counts) <= {"validate:no-anchor"}, manifest.reject_counts
         for sample in iter_samples(out):
             check_structure(sample)
             made.add(sample.task)
@@ -71,8 +76,12 @@ def test_bundled_data_a_b_c_with_the_template_backend(tmp_path: Path) -> None:
     # Stage b deepened every depth-1 sample, once; depth-0 samples stay in the stage-a output.
     a_samples = {s.sample_id: s for s in iter_samples(a)}
     parents = [s.provenance.parent_id for s in iter_samples(b)]
+    rejected = {r.sample_id for r in iter_rejects(b)}
     assert sorted(parents) == sorted(  # type: ignore[type-var]
-        i for i, s in a_samples.items() if TASKS[s.task].name.depth == "1"
+        i
+        for i, s in a_samples.items()
+        if TASKS[s.task].name.depth == "1"
+        and sample_id("b", 0, [i], str(TASKS[s.task].name.deepen())) not in rejected
     )
     for sample in iter_samples(b):
         parent = a_samples[sample.provenance.parent_id]  # type: ignore[index]
