@@ -176,6 +176,11 @@ def push(
     files_per_commit: int = typer.Option(
         50, "--files-per-commit", min=1, help="data files per commit"
     ),
+    allow_template: bool = typer.Option(
+        False,
+        "--allow-template",
+        help="publish samples whose texts the offline template backend wrote",
+    ),
     dry_run: bool = typer.Option(
         False, "--dry-run", help="write the card and the plan locally; send nothing"
     ),
@@ -197,6 +202,7 @@ def push(
             exist_ok=exist_ok,
             with_rejects=with_rejects,
             license=license,
+            allow_template=allow_template,
             files_per_commit=files_per_commit,
         )
         plan = plan_push(list(directories), options)
@@ -205,6 +211,9 @@ def push(
             configs = ", ".join(f"{c.name} ({c.rows})" for c in plan.configs)
             typer.echo(f"dry run: {len(plan.files)} data file(s) in configs {configs}")
             typer.echo(f"wrote {out / 'README.md'} and {out / 'plan.json'}; nothing was sent")
+            refusal = plan.template_refusal()
+            if refusal is not None:
+                typer.echo(f"note: a push of this plan would stop: {refusal}", err=True)
             return
         result = push_plan(plan, log=typer.echo)
     except PushError as err:
