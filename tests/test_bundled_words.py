@@ -193,3 +193,17 @@ def test_only_the_anchor_check_rejects_and_only_chinese_rewrites(bundled_run: Bu
 def test_every_text_is_marked_template_made(everything: list[DialogueSample]) -> None:
     backends = {c.backend for s in everything for c in s.provenance.llm_calls}
     assert backends == {"template"}
+
+
+def test_readme_states_the_main_jobs_summary(bundled_run: BundledRun) -> None:
+    """The README quotes what the main job prints at the end of each stage."""
+    from pathlib import Path
+
+    readme = " ".join((Path(__file__).parents[1] / "README.md").read_text().split())
+    for stage, out in (("a", bundled_run.stage_a), ("b", bundled_run.stage_b)):
+        manifest = read_manifest(out)
+        rejects = sum(manifest.reject_counts.values())
+        assert f"`stage {stage}: {manifest.samples} samples, {rejects} rejects`" in readme
+    # The README's stage c reads the stage a and b outputs together, as the bundled run does.
+    manifest = read_manifest(bundled_run.stage_c)
+    assert f"`stage c: {manifest.samples} samples, 0 rejects`" in readme
