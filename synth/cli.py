@@ -44,7 +44,7 @@ def validate(
         except InvariantError as err:
             broken += 1
             typer.echo(f"BROKEN {err}", err=True)
-        sample_id = row.get("sample_id")
+        sample_id = str(row.get("sample_id"))
         if sample_id in first_seen:
             broken += 1
             typer.echo(

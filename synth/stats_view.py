@@ -25,7 +25,7 @@ def ordered(counter: Counter[str]) -> list[tuple[str, int]]:
     return counter.most_common()
 
 
-def _pct(n: int, total: int) -> str:
+def _pct(n: float, total: float) -> str:
     return f"{100 * n / total:.1f}%" if total else "-"
 
 
@@ -112,7 +112,7 @@ def distractor_kind_table(stats: DatasetStats) -> Table:
     for column in ("kind", "rounds", "share", "asked"):
         table.add_column(column, justify="left" if column == "kind" else "right")
     for kind in sorted({*stats.distractor_kinds, *weights}):
-        asked = _pct(weights[kind], sum(weights.values())) if kind in weights else "-"
+        asked = _pct(weights[kind], sum(weights.values(), 0.0)) if kind in weights else "-"
         n = stats.distractor_kinds[kind]
         table.add_row(kind, f"{n:,}", _pct(n, total), asked)
     return table
