@@ -110,7 +110,7 @@ def _stops() -> frozenset[str]:
 def _frame() -> re.Pattern[str]:
     nouns = "|".join(sorted(map(re.escape, data()["frame_nouns"]), key=len, reverse=True))
     return re.compile(
-        rf"^(?:(?:a|an|the|this)\s+)?(?:[\w',-]+\s+){{0,4}}?(?:{nouns})\s+(?:of|showing)\s+",
+        rf"^(?:(?:a|an|the|this)\s+)?(?:[\w',-]+\s+){{0,4}}?(?:{nouns})\s+(?:of|showing|made\s+of)\s+",
         re.IGNORECASE,
     )
 
@@ -182,9 +182,10 @@ def lower_first(text: str) -> str:
 
 
 def definite(phrase: str) -> str:
-    """ "a smiling astronaut" -> "the smiling astronaut"; a phrase without an article gets one."""
+    """'a smiling astronaut' -> 'the smiling astronaut'; a phrase without an article ('space',
+    'loose gravel') stays without one."""
     phrase = lower_first(phrase)
-    return f"the {_ARTICLE.sub('', phrase)}"
+    return f"the {_ARTICLE.sub('', phrase)}" if _ARTICLE.match(phrase) else phrase
 
 
 def bare(phrase: str) -> str:
