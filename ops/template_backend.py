@@ -43,6 +43,7 @@ from ops.template_text import (
     quoted_text,
     sentences,
     subject_phrase,
+    zh_depicting,
     zh_edit,
     zh_items,
     zh_list,
@@ -101,7 +102,7 @@ def _request(
     v: Mapping[str, Any], lang: str, length: str, rng: random.Random, lim: int
 ) -> list[str]:
     if lang == "zh":
-        return [_zh_request(v["zh_structure"], v["caption"], length, lim)]
+        return [_zh_request(v["zh_structure"], v["caption"], length, rng, lim)]
     caption = english_caption(v["caption"])
     if caption is None:
         return [""]
@@ -119,10 +120,13 @@ def _request(
     return [_first_fitting(texts, lim)]
 
 
-def _zh_request(structure: str, caption: str, length: str, lim: int) -> str:
-    subject = zh_subject(caption)
-    if subject is None:
+def _zh_request(structure: str, caption: str, length: str, rng: random.Random, lim: int) -> str:
+    depicting = zh_depicting(caption)
+    if depicting is None:
         return ""
+    subject, named = depicting
+    if not named:  # "有谷仓的": only structures that read "一张...的图片"
+        structure = rng.choice(data()["request"]["zh"])
     structure = re.sub(r"(画面[中里])\.\.\.", r"\1有...", structure)
     text = fill(structure, subject)
     if length == "short":
@@ -141,9 +145,10 @@ def _qa(v: Mapping[str, Any], lang: str, length: str, rng: random.Random, lim: i
     request = fill(v[f"{lang}_structure"], "one" if lang == "en" else "一个")
     limit = MAX_CHARS[(lang, "answer")]
     if lang == "zh":
-        subject = zh_subject(caption)
-        if subject is None:
+        depicting = zh_depicting(caption)
+        if depicting is None:
             return ["", "", request]
+        subject = depicting[0].removesuffix("的")
         items = zh_items(" ".join(sentences(caption)[:2]))
         question = rng.choice(frames["qa_question"]["zh"]).format(subject=subject)
         answer = rng.choice(frames["qa_answer"]["zh"]).format(items=zh_list(items[:8]))

@@ -289,6 +289,10 @@ def _all_heads(text: str, join: bool) -> list[tuple[str, str]]:
         elif kind == "conjunction":
             joined = join and bool(phrases)
         else:
+            if i < len(tokens) and _unknown_head(tokens[i]):
+                # "nose cone": the glossary word only modifies a word it does not know
+                adjectives, owner, joined = [], "", False
+                continue
             phrase = owner + _with_adjectives(adjectives, chinese)
             head = " ".join(tokens[i - n : i])
             if i < len(tokens) and tokens[i] == "'s":
@@ -301,6 +305,16 @@ def _all_heads(text: str, join: bool) -> list[tuple[str, str]]:
                 phrases.append((phrase, head))
             owner, adjectives, joined = "", [], False
     return phrases
+
+
+def _unknown_head(word: str) -> bool:
+    """Whether ``word``, right after a glossary noun, is a noun the glossary does not know
+    (so the glossary noun is only its modifier): not a function, stop or verb-like word."""
+    if not word.isalpha() or _match([word], 0) is not None:
+        return False
+    known = set(data()["function_words"]) | _stops() | set(data()["finite_verbs"])
+    known |= set(data()["zh_not_nouns"]) | set(data()["phrase_starts"])
+    return word not in known and not word.endswith(("ing", "ed"))
 
 
 def _with_adjectives(adjectives: list[str], noun: str) -> str:
@@ -332,6 +346,16 @@ def zh_subject(caption: str, extended: bool = False) -> str | None:
     words = [w for t in _tokens(m.group(3)) for w in (t, _singular(t))]
     form = next((forms[w] for w in words if w in forms), forms["default"])
     return form.format(x=head, y=detail)
+
+
+def zh_depicting(caption: str) -> tuple[str, bool] | None:
+    """(what a Chinese request asks a picture of, whether that is the subject): the subject's
+    rendering, else the things the glossary finds in the caption (有谷仓的), else None."""
+    subject = zh_subject(caption)
+    if subject is not None:
+        return subject, True
+    items = zh_items(" ".join(sentences(caption)[:2]))
+    return (f"有{zh_list(items[:3])}", False) if items else None
 
 
 def zh_name(caption: str) -> str | None:
@@ -428,10 +452,25 @@ def zh_list(items: list[str]) -> str:
     return "、".join(items[:-1]) + "和" + items[-1]
 
 
-def zh_np(text: str) -> str | None:
-    """One Chinese noun phrase for an English one (all its glossary phrases listed), or None."""
+def zh_np(text: str, strict: bool = False) -> str | None:
+    """One Chinese noun phrase for an English one (all its glossary phrases listed), or None;
+    ``strict``: None unless the glossary knows every word but function words."""
+    if strict and not _covered(text):
+        return None
     phrases = _phrases(text)
     return zh_list(phrases) if phrases else None
+
+
+def _covered(text: str) -> bool:
+    tokens = _tokens(text)
+    skip = set(data()["function_words"]) | {"'s"}
+    i = 0
+    while i < len(tokens):
+        found = _match(tokens, i)
+        if found is None and tokens[i] not in skip:
+            return False
+        i += found[0] if found else 1
+    return True
 
 
 def zh_edit(instruction: str, image: str) -> str | None:
@@ -445,7 +484,7 @@ def zh_edit(instruction: str, image: str) -> str | None:
             continue
         values: dict[str, str] = {"image": image}
         for name, group in rule.get("np", {}).items():
-            rendered = zh_np(m.group(group))
+            rendered = zh_np(m.group(group), strict=True)
             if rendered is None:
                 return None
             values[name] = rendered
