@@ -85,13 +85,19 @@ def sources(
     any_rejects = False
     for spec in parsed.sources:
         rows, reasons = 0, Counter[str]()
-        for item in islice(iter_source_rows(spec, parsed.base_dir), limit or None):
-            if isinstance(item, Reject):
-                if sum(reasons.values()) < show:
-                    typer.echo(f"REJECT {spec.name}:{item.source_row} {item.reason}: {item.detail}")
-                reasons[item.reason] += 1
-            else:
-                rows += 1
+        try:
+            for item in islice(iter_source_rows(spec, parsed.base_dir), limit or None):
+                if isinstance(item, Reject):
+                    if sum(reasons.values()) < show:
+                        typer.echo(
+                            f"REJECT {spec.name}:{item.source_row} {item.reason}: {item.detail}"
+                        )
+                    reasons[item.reason] += 1
+                else:
+                    rows += 1
+        except ValueError as err:  # SourceError and other reader errors: one line each
+            typer.echo(f"error: source {spec.name!r}: {' '.join(str(err).split())}", err=True)
+            raise typer.Exit(2) from None
         any_rejects |= bool(reasons)
         summary = ", ".join(f"{r} {n}" for r, n in reasons.most_common())
         table.add_row(spec.name, spec.kind, spec.format, str(rows), str(reasons.total()), summary)

@@ -43,13 +43,14 @@ _TMP_PREFIX = ".tmp-"
 class ShardConfig:
     max_rows: int = 1000
     max_bytes: int = 512 * 1024 * 1024
-    # A row group closes at whichever comes first. Training streams by row group, strided over
-    # ranks and workers, so groups stay small in bytes (a few dozen samples with real images);
-    # in rows they may grow, since each Parquet row group costs ~6M instructions of fixed work
-    # (a page, statistics and a compressor per column): ~190k instructions per sample at 32
-    # rows a group against ~25k at 256; writing a bench sample took ~140 us, now ~80 us.
+    # A row group closes at whichever comes first. A training reader holds one row group at a
+    # time, ~6x its bytes at peak, and reads image rows as fast from 3-20 MB groups as it ever
+    # does (bench/results/row_groups.md): 8 MiB, ~20 rows of real images. In rows they may grow,
+    # since each Parquet row group costs ~6M instructions of fixed work (a page, statistics and
+    # a compressor per column): ~190k instructions per sample at 32 rows a group against ~25k
+    # at 256; writing a bench sample took ~140 us, now ~80 us.
     row_group_rows: int = 256
-    row_group_bytes: int = 32 * 1024 * 1024
+    row_group_bytes: int = 8 * 1024 * 1024
     # Parquet pages of 64 KiB rather than pyarrow's 1 MiB: writing a row group of 256 text-heavy
     # samples then holds ~8 MB less (the writer keeps ~20 MB of page and compression buffers
     # for 1 MiB pages, ~12 MB for 64 KiB) at the same CPU; zstd sees less of the template text

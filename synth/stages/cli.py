@@ -95,6 +95,13 @@ def _command(stage: str) -> Any:
             int | None,
             typer.Option(help="this shard, 0-based", show_default=_default("shard_index")),
         ] = None,
+        row_group_rows: Annotated[
+            int | None,
+            typer.Option(
+                help="samples per Parquet row group (README: Shards)",
+                show_default=_default("row_group_rows"),
+            ),
+        ] = None,
         progress: Annotated[
             bool | None,
             typer.Option(
