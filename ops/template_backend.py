@@ -211,8 +211,10 @@ def _dep_query(
     noun = re.search(frames["deictic_noun"], query, re.IGNORECASE)
     it = re.search(frames["deictic_it"], query, re.IGNORECASE)
     if noun is not None:
-        named = rng.choice(frames["dep_reference"]["en"]).format(noun=noun.group(1).lower(),
-                                                                 subject=subject)  # fmt: skip
+        # "the image with space" misreads a subject without an article: "of" forms only
+        forms = frames["dep_reference"]["en"]
+        forms = forms if subject.startswith("the ") else [f for f in forms if " of " in f]
+        named = rng.choice(forms).format(noun=noun.group(1).lower(), subject=subject)
         text = query[: noun.start()] + named + query[noun.end() :]
     elif it is not None:
         named = frames["dep_reference"]["en"][0].format(noun="picture", subject=subject)
