@@ -39,6 +39,9 @@ def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
         # no login cache of the machine running the tests, and the LFS protocol instead of Xet
         monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
         monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+        # the sources tests set HF_HUB_OFFLINE for their Hub-layout readers; a push talks to
+        # the fake Hub whatever ran before
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
         yield fake
 
 
