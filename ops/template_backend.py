@@ -30,6 +30,7 @@ from typing import Any
 from ops.parse import format_results
 from ops.protocol import LLMRequest, LLMResponse
 from ops.registry import OPS, OpSpec
+from ops.template_refs import declared_pairs
 from ops.template_text import (
     CJK,
     bare,
@@ -301,6 +302,8 @@ def answer(spec: OpSpec, variables: Mapping[str, Any], rng: random.Random) -> st
 
     The first result of each language uses the structure the prompt shows; later ones of the
     same language draw another from the operation's pool, as a model asked for diversity would.
+    Where the prompt asks for ``<Ref>``/``<Source>``, each result declares what it names
+    (``ops.template_refs``).
     """
     inputs = spec.validate_inputs({k: variables[k] for k in spec.inputs.model_fields})
     blocks = []
@@ -312,7 +315,10 @@ def answer(spec: OpSpec, variables: Mapping[str, Any], rng: random.Random) -> st
             values[f"{lang}_structure"] = rng.choice(getattr(spec.pool, lang))
         seen.add(lang)
         texts = WRITERS[spec.name](values, lang, slot.length, rng, limit)
-        blocks.append([(f.tag, t) for f, t in zip(spec.fields, texts, strict=True)])
+        fields = [(f.tag, t) for f, t in zip(spec.fields, texts, strict=True)]
+        for ref, source in declared_pairs(spec, values, lang, texts):
+            fields += [("Ref", ref), ("Source", source)]
+        blocks.append(fields)
     return format_results(blocks)
 
 

@@ -22,7 +22,7 @@ from importlib import resources
 from typing import Any
 
 from ops.templates import load_yaml
-from ops.validate import INSTRUCTION
+from ops.validate import INSTRUCTION, naming_words
 
 CJK = re.compile(
     r"[\u3000-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uff00-\uffef]"
@@ -144,10 +144,24 @@ def is_clause(sentence: str) -> bool:
 def subject_phrase(caption: str, extended: bool = False) -> str:
     """The caption's subject as a noun phrase: "A black-and-white photograph of a man in a long
     dark coat looking ..." -> "a man" ("a man in a long dark coat" when ``extended``: one
-    following with/in/on phrase is kept)."""
-    clause = first_clause(sentences(caption)[0])
+    following with/in/on phrase is kept). A phrase of attribute words only ("Tall and narrow,
+    a white rocket ...") gives way to the first later clause's phrase that names something."""
+    sentence = sentences(caption)[0]
+    clause = first_clause(sentence)
     if is_chinese(clause):
         return clause
+    phrase = _noun_phrase(clause, extended)
+    if not naming_words(phrase):
+        # "Tall and narrow, a white rocket ...": attribute words name no subject; the first
+        # later clause whose phrase names one does
+        rest = _CLAUSE_MARK.split(sentence.rstrip(".!?"))[1:]
+        named = (p for p in (_noun_phrase(c, extended) for c in rest if c) if naming_words(p))
+        phrase = next(named, phrase)
+    return phrase
+
+
+def _noun_phrase(clause: str, extended: bool) -> str:
+    """The noun phrase at the front of ``clause``, after any opening or frame."""
     low = clause.lower()
     for opening in sorted(data()["subject_openings"], key=len, reverse=True):
         if low.startswith(opening + " "):
@@ -260,51 +274,80 @@ def _phrases(text: str, join: bool = True) -> list[str]:
 
 def _heads(text: str, join: bool = True) -> list[tuple[str, str]]:
     """``_phrases`` with the English noun each phrase ends on."""
+    return [(p, head) for p, head, _ in _kept_heads(text, join)]
+
+
+def _kept_heads(text: str, join: bool) -> list[tuple[str, str, tuple[int, int]]]:
     frames = set(data()["frame_nouns"])
     found = _all_heads(text, join)
-    kept = [(p, head) for p, head in found if head not in frames]
+    kept = [h for h in found if h[1] not in frames]
     return kept or found
 
 
-def _all_heads(text: str, join: bool) -> list[tuple[str, str]]:
+def _all_heads(text: str, join: bool) -> list[tuple[str, str, tuple[int, int]]]:
+    """(Chinese phrase, English head noun, the token range of the English words it renders)."""
     tokens = _tokens(text)
-    phrases: list[tuple[str, str]] = []
+    phrases: list[tuple[str, str, tuple[int, int]]] = []
     adjectives: list[str] = []
     owner = ""  # a possessive waiting for its noun: 她的, 猫的
     joined = False  # the last phrase ended with "and": the next noun joins it
+    begin: int | None = None  # the token where the phrase being built started
     i = 0
     while i < len(tokens):
         found = _match(tokens, i)
         if found is None:
             if tokens[i] not in ("and", "'s"):
-                adjectives, owner, joined = [], "", False
+                adjectives, owner, joined, begin = [], "", False, None
             i += 1
             continue
         n, kind, chinese = found
+        start = i if begin is None else begin
         i += n
         if kind == "adjective":
             adjectives = [*adjectives, chinese][-2:]
+            begin = start
         elif kind == "possessive":
-            owner = chinese
+            owner, begin = chinese, start
         elif kind == "conjunction":
             joined = join and bool(phrases)
         else:
             if i < len(tokens) and _unknown_head(tokens[i]):
                 # "nose cone": the glossary word only modifies a word it does not know
-                adjectives, owner, joined = [], "", False
+                adjectives, owner, joined, begin = [], "", False, None
                 continue
             phrase = owner + _with_adjectives(adjectives, chinese)
             head = " ".join(tokens[i - n : i])
             if i < len(tokens) and tokens[i] == "'s":
-                owner, adjectives = phrase + "的", []
+                owner, adjectives, begin = phrase + "的", [], start
                 i += 1
                 continue
             if joined and phrases:
-                phrases[-1] = (f"{phrases[-1][0]}和{phrase}", head)
+                last, _, (first, _) = phrases[-1]
+                phrases[-1] = (f"{last}和{phrase}", head, (first, i))
             else:
-                phrases.append((phrase, head))
-            owner, adjectives, joined = "", [], False
+                phrases.append((phrase, head, (start, i)))
+            owner, adjectives, joined, begin = "", [], False, None
     return phrases
+
+
+@lru_cache(maxsize=4096)
+def zh_renderings(text: str) -> tuple[tuple[str, str], ...]:
+    """(Chinese phrase, the English words of ``text`` it renders, as written there) for each
+    glossary phrase of an English text, in order: what a Chinese text built from ``text``
+    names, and where in ``text`` that name comes from."""
+    tokens = _tokens(text)
+    found: dict[str, str] = {}
+    for join in (True, False):
+        for phrase, _, (a, b) in _kept_heads(text, join):
+            found.setdefault(phrase, _as_written(text, tokens[a:b]))
+    return tuple(found.items())
+
+
+def _as_written(text: str, tokens: list[str]) -> str:
+    """The words ``tokens`` (from ``_tokens(text)``) as ``text`` writes them."""
+    pattern = r"[^A-Za-z0-9]{0,3}?".join(re.escape(t) for t in tokens)
+    m = re.search(pattern, text, re.IGNORECASE)
+    return m.group(0) if m else " ".join(tokens).replace(" 's", "'s")
 
 
 def _unknown_head(word: str) -> bool:
@@ -364,8 +407,8 @@ def zh_name(caption: str) -> str | None:
     is in (黑白照片里的手写的数学公式), else the next thing the caption shows, one with a
     colour or size first (有蓝色的细胞核的染色的结肠组织)."""
     base = zh_subject(caption)
-    if base is None:
-        return None
+    if base is None or is_chinese(caption):
+        return base  # a Chinese caption's own words: nothing to add from the glossary
     named = zh_subject(caption, extended=True) or base
     frame = frame_adjectives(caption)
     if frame:
@@ -422,22 +465,29 @@ def _zh_to_en() -> list[tuple[str, str]]:
     return sorted(pairs.items(), key=lambda kv: -len(kv[0]))
 
 
-def english_caption(caption: str) -> str | None:
-    """An English caption to write English results from: the caption itself, or for a Chinese
-    one the things the glossary finds in it, as a list ("A cat, a windowsill and a roof."); None
-    when it finds nothing."""
-    if not is_chinese(caption):
-        return caption
-    found: list[tuple[int, str]] = []
+@lru_cache(maxsize=4096)
+def zh_english_names(caption: str) -> tuple[tuple[str, str], ...]:
+    """(Chinese word, English glossary noun) for each glossary noun of a Chinese caption, in
+    the caption's order, longest words first where they overlap (橘猫 before 猫)."""
+    found: list[tuple[int, str, str]] = []
     taken = [False] * len(caption)
     for chinese, english in _zh_to_en():
         start = caption.find(chinese)
         while start >= 0:
             if not any(taken[start : start + len(chinese)]):
                 taken[start : start + len(chinese)] = [True] * len(chinese)
-                found.append((start, english))
+                found.append((start, chinese, english))
             start = caption.find(chinese, start + 1)
-    names = list(dict.fromkeys(english for _, english in sorted(found)))
+    return tuple((chinese, english) for _, chinese, english in sorted(found))
+
+
+def english_caption(caption: str) -> str | None:
+    """An English caption to write English results from: the caption itself, or for a Chinese
+    one the things the glossary finds in it, as a list ("A cat, a windowsill and a roof."); None
+    when it finds nothing."""
+    if not is_chinese(caption):
+        return caption
+    names = list(dict.fromkeys(english for _, english in zh_english_names(caption)))
     if not names:
         return None
     listed = [f"{'an' if n[0] in 'aeiou' else 'a'} {n}" for n in names]

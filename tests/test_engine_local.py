@@ -19,6 +19,7 @@ from ops.engine import Engine, EngineConfig
 from ops.engine.local_backend import RESULT_CHARS, answer_grammar, local_available
 from ops.protocol import GenerationParams
 from ops.registry import OPS as REGISTRY
+from ops.template_backend import answer
 from tests.ops_cases import INPUTS
 
 needs_model = pytest.mark.skipif(
@@ -37,13 +38,55 @@ def test_each_operation_has_a_grammar_of_its_answer_layout(op: str) -> None:
         assert root.startswith("root ::= ") and root.count('"<Result>"') == spec.results
         for tag in spec.tags:
             assert root.count(f'"<{tag}>"') == spec.results * spec.tags.count(tag)
-        languages = spec.languages_of({**INPUTS[op], "language": language})
+        languages = spec.languages({**INPUTS[op], "language": language})
         for lang, slot in zip(languages, spec.slots, strict=True):
             low, high = RESULT_CHARS[(lang, slot.length)]
             assert f"{{{low - 1},{high - 1}}}" in grammar
         # Chinese results may hold no Latin letter, English ones no CJK character.
         assert ("A-Za-z" in grammar) == ("zh" in languages)
         assert ("u4e00-" in grammar) and (r"[\u4e00-\u9fff]" in grammar) == ("zh" in languages)
+        # one Ref/Source pair per subject the prompt asks to point to, in every result
+        pairs = spec.results * len(spec.subjects)
+        assert root.count('"<Ref>"') == root.count('"<Source>"') == pairs
+
+
+_TOKEN = re.compile(
+    r'(\[(?:[^\]\\]|\\.)*\](?:\{\d+,\d+\})?)|"((?:[^"\\]|\\.)*)"|([a-z][a-z-]*)|\s+'
+)
+
+
+def grammar_regex(grammar: str) -> re.Pattern[str]:
+    """The GBNF subset the backend writes (literals, rule names, character classes with a
+    repeat count), as a Python regular expression."""
+    rules = dict(line.split(" ::= ", 1) for line in grammar.strip().splitlines())
+
+    def expand(body: str) -> str:
+        out = []
+        for m in _TOKEN.finditer(body):
+            cls, literal, name = m.groups()
+            if cls:
+                out.append(cls)
+            elif literal is not None:
+                out.append(re.escape(literal.encode().decode("unicode_escape")))
+            elif name:
+                out.append(f"(?:{expand(rules[name])})")
+        return "".join(out)
+
+    return re.compile(expand(rules["root"]), re.DOTALL)
+
+
+@pytest.mark.parametrize("op", sorted(REGISTRY))
+def test_the_grammar_admits_the_answers_the_template_backend_writes(op: str) -> None:
+    """A model decoding under the grammar can write what a good answer holds: the template
+    backend's answers (tags, Ref/Source pairs, scripts) match it, and the validators accept them."""
+    spec = REGISTRY[op]
+    for language in ("en", "zh"):
+        inputs = {**INPUTS[op], "language": language} if "language" in INPUTS[op] else INPUTS[op]
+        request = spec.render(inputs, random.Random(0))
+        text = answer(spec, request.variables, random.Random(0))
+        assert grammar_regex(answer_grammar(op, inputs)).fullmatch(text + "\n"), text
+        assert spec.parse(text, inputs).refusals == (None,) * spec.results
+        assert text.count("<Ref>") == spec.results * len(spec.subjects)
 
 
 @needs_model

@@ -6,9 +6,11 @@ port; requests go to it over HTTP like any OpenAI-compatible server's.
 
 Decoding is constrained to the operation's answer layout: every request carries a llama.cpp
 grammar (GBNF, the server's ``grammar`` field) built from the operation's table entry, so the
-answer is exactly the operation's ``<Result>`` blocks with their tags, each result in its slot's
-script (English results start with a Latin capital and hold no CJK; Chinese results start with
-a Han character and hold no Latin letter) and within its length class. The grammar cannot make
+answer is exactly the operation's ``<Result>`` blocks with their tags (and, where the prompt
+asks for them, one ``<Ref>``/``<Source>`` pair per subject after the result's fields), each
+result in its slot's script (English results start with a Latin capital and hold no CJK;
+Chinese results start with a Han character and hold no Latin letter) and within its length
+class; a Ref is in its result's script, a Source in either. The grammar cannot make
 a 135M model say something true or name the right subject: the validators still judge every
 result, and what they refuse becomes a reject with its reason. ``bench/results/local_backend.md``
 has the measured acceptance per operation; the README states what this backend is for (a smoke
@@ -52,11 +54,16 @@ RESULT_CHARS: dict[tuple[str, str], tuple[int, int]] = {
     ("zh", "long"): (16, 300),
     ("zh", "answer"): (8, 300),
 }
+# Characters of a Ref or Source: a phrase naming one subject.
+REF_CHARS = (1, 120)
 # A result's first character, then the rest; "<" and newlines end a result, never sit in one.
 _SCRIPT = {
     "en": (r'[A-Z0-9"]', r"[^<>\n\u3000-\u303f\u4e00-\u9fff\uff00-\uffef]"),
     "zh": (r"[\u4e00-\u9fff]", r"[^<>\nA-Za-z]"),
 }
+# A Ref is copied from inside a result ("the white rocket"): any letter may start it.
+_REF_FIRST = {"en": r'[a-zA-Z0-9"]', "zh": r"[\u4e00-\u9fff]"}
+_SOURCE = r"[^<>\n]"  # copied from the inputs: either script
 # llama.cpp's DRY sampler penalises repeating a run of tokens already in the context: without
 # it the model loops on one phrase until the length bound.
 _SAMPLING = {"dry_multiplier": 0.8, "dry_base": 1.75, "dry_allowed_length": 2}
@@ -90,16 +97,18 @@ def answer_grammar(operation: str, variables: Mapping[str, Any]) -> str:
     from ops.registry import OPS
 
     spec = OPS[operation]
-    languages = spec.languages_of(variables)
+    languages = spec.languages(variables)
     layout = tuple(
         (language, tuple((f.tag, f.length or slot.length) for f in spec.fields))
         for slot, language in zip(spec.slots, languages, strict=True)
     )
-    return _grammar(layout)
+    return _grammar(layout, len(spec.subjects))
 
 
 @lru_cache(maxsize=64)
-def _grammar(layout: tuple[tuple[str, tuple[tuple[str, str], ...]], ...]) -> str:
+def _grammar(layout: tuple[tuple[str, tuple[tuple[str, str], ...]], ...], pairs: int) -> str:
+    """The grammar of results laid out as ``layout``, each closing with ``pairs`` Ref/Source
+    pairs (one per subject the operation's prompt asks to point to)."""
     rules: dict[str, str] = {}
     blocks = []
     for language, fields in layout:
@@ -110,6 +119,14 @@ def _grammar(layout: tuple[tuple[str, tuple[tuple[str, str], ...]], ...]) -> str
             low, high = RESULT_CHARS[(language, length)]
             rules[name] = f"{first} {rest}{{{low - 1},{high - 1}}}"
             parts.append(f'"<{tag}>" {name} "</{tag}>"')
+        if pairs:
+            # Ref is copied from the result, so in its script; Source from the inputs, in theirs
+            first, rest = _REF_FIRST[language], _SCRIPT[language][1]
+            low, high = REF_CHARS
+            rules[f"{language}-ref"] = f"{first} {rest}{{{low - 1},{high - 1}}}"
+            rules["source"] = f"{_SOURCE}{{{low},{high}}}"
+            pair = f'"<Ref>" {language}-ref "</Ref>" "<Source>" source "</Source>"'
+            parts += [pair] * pairs
         blocks.append(f'"<Result>" {" ".join(parts)} "</Result>\\n"')
     lines = [f"root ::= {' '.join(blocks)}"]
     lines += [f"{name} ::= {body}" for name, body in sorted(rules.items())]
