@@ -315,7 +315,9 @@ def answer(spec: OpSpec, variables: Mapping[str, Any], rng: random.Random) -> st
             values[f"{lang}_structure"] = rng.choice(getattr(spec.pool, lang))
         seen.add(lang)
         texts = WRITERS[spec.name](values, lang, slot.length, rng, limit)
-        fields = [(f.tag, t) for f, t in zip(spec.fields, texts, strict=True)]
+        fields: list[tuple[str, str]] = [
+            (f.tag, t) for f, t in zip(spec.fields, texts, strict=True)
+        ]
         for ref, source in declared_pairs(spec, values, lang, texts):
             fields += [("Ref", ref), ("Source", source)]
         blocks.append(fields)
