@@ -6,17 +6,14 @@ share of answers are HTTP 429 with ``Retry-After: 1``, drawn per request (``--ke
 so that the engine and the bare loop meet the same 429s on the same requests. Each measured run
 is a fresh child process, so its CPU time and peak RSS are its own:
 
-- ``engine``: ``run_op`` through ``Engine`` (openai backend, its default http1 transport, response cache
-  in a fresh directory) and a ``ShardWriter`` writing every sample (a t_i_0_0 dialogue) to
+- ``engine``: ``run_op`` through ``Engine`` (openai backend, response cache in a fresh directory) and a ``ShardWriter`` writing every sample (a t_i_0_0 dialogue) to
   Parquet: rendering, parsing, validation, cache and shard writes all included; like
   ``synth run``, it holds at most twice the concurrency of operations at a time;
 - ``bare``: the practical limit of this machine: an aiohttp session + semaphore sending the
   same pre-rendered request bodies and checking ``finish_reason`` (on a 429 it sleeps the
   Retry-After outside the semaphore and resends).
 
-Both run on the event loop of ``synth run`` (uvloop where installed; ``--loop asyncio`` for
-asyncio's own) and under its garbage-collector settings (``synth.runtime``); Arrow allocates
-with the system allocator, as in ``synth run``.
+Both run under ``asyncio.run``, as ``synth run`` does.
 Reported: wall time, requests/s, CPU ms per operation after start-up (imports, server start and
 session set-up excluded), peak RSS, and the start-up time of a 10-operation run (exec to exit).
 Every engine run checks all results: each answer must be exactly what the server computed for
@@ -111,7 +108,8 @@ async def _engine_run(
     import random
 
     from ops import run_op
-    from ops.engine import Engine, EngineConfig
+    from ops.backends import open_engine
+    from ops.engine import EngineConfig
     from synth.shards import ShardWriter
 
     config = EngineConfig(
@@ -122,7 +120,7 @@ async def _engine_run(
         cache_dir=out_dir / "cache",
         timeout_s=30,
     )
-    engine = Engine.from_config(config)
+    engine = open_engine(config)
     writer = ShardWriter(out_dir / "shards")
     png = _png()
     captions = [caption(i) for i in range(args.n)]  # the source rows, read before the clock starts
@@ -231,16 +229,11 @@ async def _bare_run(args: argparse.Namespace) -> tuple[float, float, dict[str, A
 
 
 def child(args: argparse.Namespace) -> None:
-    from synth.runtime import prefer_system_allocator, run_async
-
-    prefer_system_allocator()  # as `synth run` does, before anything imports pyarrow
-    # Both modes run on the event loop and under the collector settings of `synth run`, so the
-    # ratio measures code.
     with tempfile.TemporaryDirectory() as tmp:
         if args.mode == "engine":
-            wall, cpu, extra = run_async(_engine_run(args, Path(tmp)), args.loop)
+            wall, cpu, extra = asyncio.run(_engine_run(args, Path(tmp)))
         else:
-            wall, cpu, extra = run_async(_bare_run(args), args.loop)
+            wall, cpu, extra = asyncio.run(_bare_run(args))
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": rss_mb, **extra}))
 
@@ -259,9 +252,9 @@ def start_server(share_429: float, table: Path) -> tuple[subprocess.Popen[str], 
     return proc, proc.stdout.readline().strip()
 
 
-def run_child(mode: str, url: str, n: int, concurrency: int, loop: str) -> dict[str, Any]:
+def run_child(mode: str, url: str, n: int, concurrency: int) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--child", mode, "--url", url, "--n", str(n),
-           "--concurrency", str(concurrency), "--loop", loop]  # fmt: skip
+           "--concurrency", str(concurrency)]  # fmt: skip
     t0 = time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False)
     if out.returncode != 0:
@@ -275,9 +268,6 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--concurrency", type=int, nargs="*", default=[64, 256])
-    ap.add_argument(
-        "--loop", choices=["auto", "uvloop", "asyncio"], default="auto", help="as synth run's"
-    )
     ap.add_argument(
         "--repeat",
         type=int,
@@ -295,7 +285,6 @@ def main() -> None:
 
     # The server answers from a table computed here, by the same function it would call, so
     # that its CPU goes to HTTP: it must not be the bottleneck.
-    from synth.runtime import loop_factory
     from tests.fakes.answers import AnswerTable, caption2query_answer
 
     table = AnswerTable.build(
@@ -310,7 +299,7 @@ def main() -> None:
         # so every run starts from the same count and meets the same 429s.
         proc, url = start_server(share, table_file)
         try:
-            return run_child(mode, url, n, concurrency, args.loop)
+            return run_child(mode, url, n, concurrency)
         finally:
             proc.terminate()
             proc.wait()
@@ -335,7 +324,6 @@ def main() -> None:
             print(f"start-up, 10-operation run, exec to exit: {startup['exec_to_exit_s']:.2f} s")
     report = {
         "n": args.n,
-        "loop": "asyncio" if loop_factory(args.loop) is None else "uvloop",
         "cpus": len(os.sched_getaffinity(0)),
         "load_avg_at_end": os.getloadavg(),
         "rows": rows,

@@ -54,10 +54,17 @@ class LLMResponse:
 
 
 class Backend(Protocol):
-    """A model behind an API. ``name`` is openai | gemini | local | template."""
+    """A model behind an API. ``name`` is openai | gemini | local | template.
+
+    ``max_concurrency``: requests the backend can serve at once (a local server's slots), or
+    None for no limit of its own; the engine never sends more than that, whatever its config.
+    """
 
     name: str
     model: str
+
+    @property
+    def max_concurrency(self) -> int | None: ...
 
     async def complete(self, request: LLMRequest) -> LLMResponse: ...
 

@@ -5,7 +5,7 @@ backend or the engine that wraps one with concurrency, rate limits, retries and 
 Failures never raise: a truncated or filtered completion, an unparseable or invalid answer is
 retried with the next attempt number (a fresh sample, a new cache key) up to ``max_attempts``;
 an exception that survived the engine's own retries is not retried here. Either way the result
-carries a reason code and turns into a ``synth.contract.Reject`` row with ``to_reject``.
+carries a reason code and turns into an ``ops.records.Reject`` row with ``to_reject``.
 Only programmer errors raise: an unknown operation, misspelt or missing input keys, or a
 ``language`` the operation has no result in.
 """
@@ -15,20 +15,17 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Mapping
-from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from itertools import chain
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
 from ops.parse import ParseRejection
 from ops.protocol import GenerationParams, LLMRequest, LLMResponse
+from ops.records import LLMCall, Reject
 from ops.registry import OPS, OpSpec, Output, QAResult, TextResult
 from ops.validate import Language
-
-if TYPE_CHECKING:  # synth.contract pulls in pyarrow; keep `import ops` light
-    from synth.contract import LLMCall, Reject
 
 LLM_TRUNCATED = "llm:truncated"
 LLM_CONTENT_FILTER = "llm:content-filter"
@@ -111,8 +108,6 @@ class OpResult:
         sample_id: str = "",
         payload: str | None = None,
     ) -> Reject:
-        from synth.contract import Reject
-
         assert not self.ok, "only a failed operation becomes a reject"
         return Reject(
             stage=stage,
@@ -167,21 +162,9 @@ async def run_op(
     if not eligible:
         raise ValueError(f"operation {op_name!r} has no result in language {language!r}")
 
-    # An engine admits a bounded number of operations at a time; the rest wait here, before
-    # rendering, so a caller that gathers a million operations holds a million coroutines,
-    # not a million rendered prompts.
-    admission = getattr(backend, "admission", None)
-    async with admission if admission is not None else nullcontext():
-        return await _attempts(
-            backend,
-            spec,
-            values,
-            rng,
-            languages,
-            eligible,
-            max_attempts=max_attempts,
-            params=params,
-        )
+    return await _attempts(
+        backend, spec, values, rng, languages, eligible, max_attempts=max_attempts, params=params
+    )
 
 
 async def _attempts(
@@ -196,8 +179,6 @@ async def _attempts(
     params: GenerationParams | None,
 ) -> OpResult:
     """Render the request, then ask up to ``max_attempts`` times for an answer that parses."""
-    from synth.contract import LLMCall
-
     op_name = spec.name
     seed = rng.getrandbits(31)
     base = (

@@ -266,6 +266,7 @@ class TemplateBackend:
     """A ``Backend`` that fills each operation's answer from its pools, frames and inputs."""
 
     name = "template"
+    max_concurrency: int | None = None
 
     def __init__(self, model: str = "template-v1"):
         self.model = model

@@ -14,6 +14,7 @@ import re
 import pytest
 
 from ops import run_op
+from ops.backends import open_engine
 from ops.engine import Engine, EngineConfig
 from ops.engine.local_backend import local_available
 from ops.protocol import GenerationParams
@@ -28,7 +29,7 @@ OPS = ("A_from_caption", "Q_from_caption")  # the shortest prompts: prefill domi
 
 def test_a_few_operations_through_the_embedded_model() -> None:
     async def run() -> tuple[list, Engine]:
-        async with Engine.from_config(EngineConfig(backend="local", timeout_s=120)) as engine:
+        async with open_engine(EngineConfig(backend="local", timeout_s=120)) as engine:
             params = GenerationParams(max_tokens=48, temperature=0.7)
             results = [
                 await run_op(

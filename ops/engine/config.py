@@ -25,7 +25,8 @@ DEFAULT_PRICES: dict[str, tuple[float, float]] = {
     "smollm2-135m": (0.0, 0.0),
 }
 
-# A network backend's answers go back to the operations in batches, this far apart at most.
+# A network backend's answers go back to the operations in batches, this far apart at most
+# (ops.engine.engine says why).
 DEFAULT_COALESCE_S = 0.02
 
 _DEFAULT_MODEL: dict[str, str] = {

@@ -1,33 +1,16 @@
 """The OpenAI chat API and any OpenAI-compatible server (vLLM, SGLang, Ollama, llama.cpp).
 
-Three transports behind one class, chosen by measurement (``bench/bench_transport.py``: 2,000
-requests to the fake server in another process, 200 ms latency, uvloop, this 2-core machine,
-clients alternated over 2-3 rounds):
+One ``POST {base_url}/chat/completions`` per request, orjson in and out, only the fields we use
+read from the answer, sent through ``ops.engine.http1``; where an environment proxy applies to
+the URL (``HTTPS_PROXY``/``HTTP_PROXY`` by scheme, less ``NO_PROXY``; looked up once), the same
+request goes through aiohttp, which speaks to proxies. ``client="sdk"`` sends through
+``openai.AsyncOpenAI`` instead (its retries off: the engine retries), for what only the SDK does
+(Azure and organisation/project headers, new auth schemes) and as the wire-format reference the
+tests check the fast path against. Why a private client is the default: without it the engine
+misses its wall-time target against a bare aiohttp loop (bench/results/bench_ops.md).
 
-==========================  ====================  ====================  ===============
-client                      CPU ms/req at 64      CPU ms/req at 256     req/s at 256
-==========================  ====================  ====================  ===============
-bare aiohttp + semaphore    0.28-0.30             0.24-0.28             1061-1087
-this backend, ``http1``     0.10-0.12             0.09-0.15             1064-1157
-this backend, ``aiohttp``   0.26-0.32             0.29-0.30             1068-1081
-this backend, ``sdk``       3.2-3.6               4.0-4.5               218-244
-==========================  ====================  ====================  ===============
-
-- ``http1`` (the default): one ``POST {base_url}/chat/completions`` through
-  ``ops.engine.http1``, keep-alive connections and llhttp, orjson in and out, only the fields
-  we use read from the answer. A third of aiohttp's CPU: the session machinery it skips is
-  most of an aiohttp request's cost.
-- ``aiohttp``: the same request on an ``aiohttp.ClientSession``; ``auto`` picks it when a proxy
-  environment variable (``HTTPS_PROXY`` or ``HTTP_PROXY`` by the URL's scheme, less ``NO_PROXY``)
-  applies to the URL, since http1 speaks to the server directly. The proxy is looked up once:
-  aiohttp's ``trust_env`` looks it up for every request, at ~0.6 ms of CPU each.
-- ``sdk``: ``openai.AsyncOpenAI(...).chat.completions.create`` with its retries off (the engine
-  retries). Its httpx transport and pydantic models cost ten times the CPU and cap a process
-  near 200 requests/s; kept for what only the SDK does (Azure and organisation/project
-  headers, new auth schemes) and as the wire-format reference: the tests run all three against
-  the same fake server, so the fake and the fast paths are checked against the real client.
-
-All raise the engine's errors (``ops.engine.errors``), never a transport's.
+Contract: every failure is one of the engine's errors (``ops.engine.errors``), never a
+transport's. A loopback URL never goes through a proxy.
 """
 
 from __future__ import annotations
@@ -47,10 +30,9 @@ from ops.protocol import FinishReason, LLMRequest, LLMResponse
 
 if TYPE_CHECKING:
     import aiohttp
-    import yarl
 
 OPENAI_URL = "https://api.openai.com/v1"
-Transport = Literal["auto", "http1", "aiohttp", "sdk"]
+Client = Literal["aiohttp", "sdk"]
 _FINISH: dict[str | None, FinishReason] = {
     "stop": "stop",
     "length": "length",
@@ -79,7 +61,7 @@ class OpenAIBackend:
         self,
         config: EngineConfig,
         *,
-        transport: Transport = "auto",
+        client: Client = "aiohttp",
         name: str = "openai",
         max_concurrency: int | None = None,
         send_key: bool = True,
@@ -95,16 +77,12 @@ class OpenAIBackend:
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
         self._timeout = config.timeout_s
-        # Read once: aiohttp's trust_env reads them again for every request (~0.6 ms CPU).
         self._proxy = env_proxy(self._url)
-        if transport == "auto":
-            transport = "http1" if self._proxy is None else "aiohttp"
-        self.transport = transport
+        self.client = client
         self._http1: HTTP1Client | None = None
         self._session: aiohttp.ClientSession | None = None
-        self._yarl_url: yarl.URL | None = None
         self._sdk: Any = None
-        if transport == "sdk":
+        if client == "sdk":
             import openai
 
             self._sdk = openai.AsyncOpenAI(
@@ -115,17 +93,14 @@ class OpenAIBackend:
             )
 
     async def complete(self, request: LLMRequest) -> LLMResponse:
-        if self.transport == "http1":
-            return await self._complete_http1(request)
-        if self.transport == "aiohttp":
+        if self._sdk is not None:
+            return await self._complete_sdk(request)
+        if self._proxy is not None:
             return await self._complete_aiohttp(request)
-        return await self._complete_sdk(request)
-
-    async def _complete_http1(self, request: LLMRequest) -> LLMResponse:
         if self._http1 is None:  # created on first use, inside the running loop
             self._http1 = HTTP1Client(self._url, headers=self._headers, timeout_s=self._timeout)
         try:
-            answer = await self._http1.post(_encode(self.model, request))
+            answer = await self._http1.post(orjson.dumps(_body(self.model, request)))
         except HTTP1Error as exc:
             raise TransientError(f"{type(exc).__name__}: {exc}") from exc
         if answer.status != 200:
@@ -135,24 +110,17 @@ class OpenAIBackend:
         return _response(answer.body, self.model)
 
     async def _complete_aiohttp(self, request: LLMRequest) -> LLMResponse:
-        # Imported here: the default transport does without aiohttp's 0.2 s of import.
         import aiohttp
-        import yarl
 
-        if self._session is None or self._yarl_url is None:
-            # Created on first use, inside the running loop; one connection per slot.
-            # The headers are the session's: a request's own would be merged into them anew
-            # every time.
+        if self._session is None:  # created on first use, inside the running loop
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+                connector=aiohttp.TCPConnector(limit=0),  # the engine bounds requests in flight
                 timeout=aiohttp.ClientTimeout(total=self._timeout),
                 headers=self._headers,
             )
-            self._yarl_url = yarl.URL(self._url)  # parsed once, not per request
+        body = orjson.dumps(_body(self.model, request))
         try:
-            async with self._session.post(
-                self._yarl_url, data=_encode(self.model, request), proxy=self._proxy
-            ) as resp:
+            async with self._session.post(self._url, data=body, proxy=self._proxy) as resp:
                 raw = await resp.read()
                 if resp.status != 200:
                     raise classify_status(
@@ -191,12 +159,6 @@ class OpenAIBackend:
             self._session = None
         if self._sdk is not None:
             await self._sdk.close()
-
-
-def _encode(model: str, request: LLMRequest) -> bytes:
-    # orjson's bytes keep the capacity its writer grew to (~32 KB for a 3 KB prompt); an exact
-    # copy costs well under a microsecond and ~28 KB less per request in flight.
-    return bytes(memoryview(orjson.dumps(_body(model, request))))
 
 
 def _response(raw: bytes, model: str) -> LLMResponse:

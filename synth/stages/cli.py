@@ -55,14 +55,8 @@ def _command(stage: str) -> Any:
         progress: Annotated[
             bool | None, typer.Option("--progress/--no-progress", help="live progress bar")
         ] = None,
-        event_loop: Annotated[
-            str | None, typer.Option(help="auto (uvloop where installed) | uvloop | asyncio")
-        ] = None,
     ) -> None:
         options = dict(locals())  # first: only the parameters
-        from synth.runtime import prefer_system_allocator
-
-        prefer_system_allocator()  # before the stages import pyarrow
         from synth.stages import load_run_config, run
 
         config_file = options.pop("config")

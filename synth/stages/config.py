@@ -15,7 +15,6 @@ from urllib.parse import urlsplit, urlunsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from synth.runtime import EventLoopName
 from taxonomy import TASKS
 
 StageName = Literal["a", "b", "c"]
@@ -49,7 +48,6 @@ _RUNTIME_FIELDS = frozenset(
         "api_key_env",
         "limit",
         "shard_index",
-        "event_loop",
     }
 )
 
@@ -83,9 +81,6 @@ class RunConfig(BaseModel):
     cache_dir: Path | None = Field(default=None, description="default: <out>/.cache")
     shard_rows: int = Field(default=1000, ge=1, description="samples per Parquet shard")
     progress: bool = True
-    event_loop: EventLoopName = Field(
-        default="auto", description="auto (uvloop where installed) | uvloop | asyncio"
-    )
     languages: dict[Language, float] = Field(
         default_factory=_both_languages,
         description="weights of a dialogue's language (text copied from a source keeps its own)",
