@@ -41,6 +41,11 @@ _CALLER_ERRORS = {"missing", "extra_forbidden"}
 
 
 class Completer(Protocol):
+    """What ``run_op`` needs of a backend or the engine: a name for provenance (an engine bears
+    its backend's) and ``complete``."""
+
+    name: str
+
     async def complete(self, request: LLMRequest) -> LLMResponse: ...
 
 
@@ -49,15 +54,6 @@ def prompt_text(request: LLMRequest) -> str:
     if len(request.messages) == 1:
         return request.messages[0].content
     return "\n\n".join(f"[{m.role}]\n{m.content}" for m in request.messages)
-
-
-def backend_name(completer: object) -> str:
-    """The backend's name for provenance; an engine reports the backend it wraps."""
-    for obj in (completer, getattr(completer, "backend", None)):
-        name = getattr(obj, "name", None)
-        if isinstance(name, str):
-            return name
-    return type(completer).__name__
 
 
 @dataclass(frozen=True)
@@ -219,7 +215,7 @@ async def _attempts(
         call = LLMCall(
             operation=op_name,
             template_version=spec.template_version,
-            backend=backend_name(backend),
+            backend=backend.name,
             model=response.model,
             language=languages[chosen],
             prompt=prompt_text(sent),
