@@ -6,8 +6,9 @@ Failures never raise: a truncated or filtered completion, an unparseable or inva
 retried with the next attempt number (a fresh sample, a new cache key) up to ``max_attempts``;
 an exception that survived the engine's own retries is not retried here. Either way the result
 carries a reason code and turns into an ``ops.records.Reject`` row with ``to_reject``.
-Only programmer errors raise: an unknown operation, misspelt or missing input keys, or a
-``language`` the operation has no result in.
+Only programmer and configuration errors raise: an unknown operation, misspelt or missing input
+keys, a ``language`` the operation has no result in, and a backend's ``BackendConfigError`` (a
+bad key, an unknown model: every other operation would fail the same way).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
+from ops.engine.errors import BackendConfigError
 from ops.parse import ParseRejection
 from ops.protocol import GenerationParams, LLMRequest, LLMResponse
 from ops.records import LLMCall, Reject
@@ -190,6 +192,8 @@ async def _attempts(
         sent = request if attempt == 0 else replace(request, params=replace(base, attempt=attempt))
         try:
             response = await backend.complete(sent)
+        except BackendConfigError:
+            raise  # every other request would fail the same way: the run stops
         except Exception as err:  # the engine has already retried what is retryable
             failures.append(f"attempt {attempt + 1}: {LLM_ERROR} {type(err).__name__}: {err}")
             reason = LLM_ERROR

@@ -41,6 +41,9 @@ _DEFAULT_KEY_ENV: dict[str, tuple[str, ...]] = {
 }
 
 
+MIN_SECRET_CHARS = 8
+
+
 class EngineConfig(BaseModel):
     """Everything the engine needs; API keys are never here, only the *name* of their variable."""
 
@@ -87,6 +90,17 @@ class EngineConfig(BaseModel):
         if self.api_key_env:
             return (self.api_key_env,)
         return _DEFAULT_KEY_ENV.get(self.backend, ())
+
+    def secrets(self) -> tuple[str, ...]:
+        """The values of every API-key variable this config or any backend reads, for
+        redaction (``ops.engine.errors.redact``). Values under ``MIN_SECRET_CHARS`` are not
+        secrets (a local server's conventional ``EMPTY``) and are left alone, so that answers
+        that happen to contain such a word are not rewritten."""
+        import os
+
+        names = {*self.key_env_names(), *(n for ns in _DEFAULT_KEY_ENV.values() for n in ns)}
+        values = {os.environ.get(name, "") for name in sorted(names)}
+        return tuple(sorted((v for v in values if len(v) >= MIN_SECRET_CHARS), key=len)[::-1])
 
     def api_key(self, *, required: bool) -> str | None:
         """Read the key from the environment at the moment a client is built; never stored."""

@@ -16,9 +16,11 @@ Guarantees:
 - A completion cut off by length or a content filter is returned as it is, not retried here and
   never cached: the operation counts it as a rejection and asks again with a new ``attempt``
   (a new sample, a new cache key).
-- Retries exhausted or a bad request give ``finish_reason="error"`` with the error in ``text``;
-  a configuration error (bad key, unknown model) raises, since every other request would fail
-  the same way.
+- Retries exhausted, a bad request or any other failure of the backend give
+  ``finish_reason="error"`` with the error in ``text``; a configuration error (bad key, unknown
+  model: ``BackendConfigError``) raises, since every other request would fail the same way.
+- No API key leaves the engine: every answer text, error text, log line and raised message
+  is passed through ``redact`` with the values of every key variable (``EngineConfig.secrets``).
 - Answers from the network go back to the operations in batches (``coalesce_s``, 20 ms): an
   answer waits for the end of the current window, then all answers of the window resume their
   operations back to back. That costs at most 20 ms of latency per request (1-10% of an LLM
@@ -32,12 +34,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from dataclasses import replace
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
 from ops.engine.cache import ResponseCache, request_key
 from ops.engine.config import EngineConfig
-from ops.engine.errors import RateLimitedError, RequestError, TransientError
+from ops.engine.errors import (
+    BackendConfigError,
+    RateLimitedError,
+    TransientError,
+    redact,
+)
 from ops.engine.limits import AdaptiveLimiter, TokenBucket
 from ops.engine.stats import EngineStats, Usage
 from ops.protocol import Backend, LLMRequest, LLMResponse
@@ -65,11 +73,6 @@ def _wait(state: RetryCallState) -> float:
     return backoff_seconds(exc, state.attempt_number)
 
 
-def _log_retry(state: RetryCallState) -> None:
-    exc = state.outcome.exception() if state.outcome else None
-    log.debug("retry %d after %r", state.attempt_number, exc)
-
-
 class Engine:
     def __init__(self, backend: Backend, config: EngineConfig):
         self.backend = backend
@@ -89,6 +92,7 @@ class Engine:
         if backend.model not in self._prices:
             self.stats.unpriced.add(backend.model)
         self._price_in, self._price_out = self._prices.get(backend.model, (0.0, 0.0))
+        self._secrets = config.secrets()
         self._coalesce_s = config.coalesce_s or 0.0
         self._window: list[asyncio.Future[None]] = []  # answers waiting for the batch to end
 
@@ -102,6 +106,8 @@ class Engine:
                 usage.cache_hits += 1
                 return hit
         response = await self._send(request, usage)
+        if self._secrets and redact(response.text, self._secrets) != response.text:
+            response = replace(response, text=redact(response.text, self._secrets))
         if response.finish_reason != "error":  # an error is counted in _failed, never cached
             self._account(response, usage)
             if key is not None and response.finish_reason == "stop":
@@ -132,7 +138,7 @@ class Engine:
             stop=stop_after_attempt(self.config.max_retries + 1),
             wait=_wait,
             retry=retry_if_exception_type(_RETRYABLE),
-            before_sleep=_log_retry,
+            before_sleep=self._log_retry,
             reraise=True,
         )
         try:
@@ -140,9 +146,18 @@ class Engine:
                 with attempt:
                     retry = attempt.retry_state.attempt_number > 1
                     return await self._attempt(request, usage, retry=retry)
-        except (*_RETRYABLE, RequestError) as exc:
+        except BackendConfigError as exc:
+            message = redact(str(exc), self._secrets)
+        except Exception as exc:  # retries exhausted, a bad request, a fault of the backend's
             return self._failed(request, exc, usage)
-        raise AssertionError("unreachable: tenacity either returns or reraises")
+        else:
+            raise AssertionError("unreachable: tenacity either returns or reraises")
+        # Raised here, not in the handler: the original (the key quoted) is not its context.
+        raise BackendConfigError(message)
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.debug("retry %d after %s", state.attempt_number, redact(repr(exc), self._secrets))
 
     async def _attempt(self, request: LLMRequest, usage: Usage, *, retry: bool) -> LLMResponse:
         await self.limiter.acquire(priority=retry)
@@ -183,11 +198,10 @@ class Engine:
             usage.truncated += 1
 
     def _failed(self, request: LLMRequest, exc: BaseException, usage: Usage) -> LLMResponse:
-        log.warning("%s failed for good: %s", request.operation, exc)
+        text = redact(f"{type(exc).__name__}: {exc}", self._secrets)
+        log.warning("%s failed for good: %s", request.operation, text)
         usage.errors += 1
-        return LLMResponse(
-            text=f"{type(exc).__name__}: {exc}", finish_reason="error", model=self.model
-        )
+        return LLMResponse(text=text, finish_reason="error", model=self.model)
 
     async def aclose(self) -> None:
         await self.backend.aclose()

@@ -10,6 +10,9 @@ back-off logic never imports a provider SDK:
   operation records a reject.
 - ``BackendConfigError``: every request will fail (401 bad key, 403, 404 unknown model):
   raised to the caller at once with the fix, rather than turning a whole run into rejects.
+
+A server's error message may quote what it was sent, the API key included: the engine passes
+every text it stores, logs or raises through ``redact`` first.
 """
 
 from __future__ import annotations
@@ -66,3 +69,15 @@ def parse_retry_after(headers: object) -> float | None:
             except ValueError:
                 continue
     return None
+
+
+REDACTED = "[redacted]"
+
+
+def redact(text: str, secrets: tuple[str, ...]) -> str:
+    """``text`` with every occurrence of each secret replaced (longest first, so that a key
+    that contains another is not left half-visible)."""
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text

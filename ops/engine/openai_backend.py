@@ -141,7 +141,12 @@ class OpenAIBackend:
             ) from exc
         except (openai.APITimeoutError, openai.APIConnectionError) as exc:
             raise TransientError(f"{type(exc).__name__}: {exc}") from exc
-        choice = out.choices[0]
+        except (openai.APIResponseValidationError, ValueError) as exc:  # a body not JSON
+            raise TransientError(f"malformed 200 reply ({type(exc).__name__})") from None
+        choices = getattr(out, "choices", None)
+        choice = choices[0] if isinstance(choices, list) and choices else None
+        if choice is None or getattr(choice, "message", None) is None:
+            raise TransientError("malformed 200 reply: no choices")
         return LLMResponse(
             text=choice.message.content or "",
             finish_reason=_FINISH.get(choice.finish_reason, "stop"),
@@ -162,16 +167,29 @@ class OpenAIBackend:
 
 
 def _response(raw: bytes, model: str) -> LLMResponse:
-    data = orjson.loads(raw)
-    choice = data["choices"][0]
-    usage = data.get("usage") or {}
-    return LLMResponse(
-        text=choice["message"].get("content") or "",
-        finish_reason=_FINISH.get(choice.get("finish_reason"), "stop"),
-        model=data.get("model") or model,
-        prompt_tokens=usage.get("prompt_tokens", 0),
-        completion_tokens=usage.get("completion_tokens", 0),
-    )
+    """The answer in a 200 body. A body that is not a chat completion (not UTF-8 JSON, no
+    ``choices``, no message) is a ``TransientError``: a gateway or an overloaded server answered
+    for the model, and asking again is what helps."""
+    try:
+        data = orjson.loads(raw)
+        choice = data["choices"][0]
+        text = choice["message"].get("content") or ""
+        usage = data.get("usage") or {}
+        return LLMResponse(
+            text=text if isinstance(text, str) else str(text),
+            finish_reason=_FINISH.get(choice.get("finish_reason"), "stop"),
+            model=data.get("model") or model,
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+        )
+    except (orjson.JSONDecodeError, LookupError, TypeError, AttributeError, ValueError) as exc:
+        raise malformed_reply(raw, exc) from None
+
+
+def malformed_reply(raw: bytes, exc: Exception) -> TransientError:
+    """The error for a 200 body that is not the answer, with the start of the body to see why."""
+    head = raw[:200].decode(errors="replace")
+    return TransientError(f"malformed 200 reply ({type(exc).__name__}): {head!r}")
 
 
 def env_proxy(url: str) -> str | None:
