@@ -105,8 +105,8 @@ def main() -> None:
         config = EngineConfig(backend="openai", model="m", base_url=base_url)
         runs = {
             "bare aiohttp": lambda r: run_bare(base_url, r, args.concurrency),
-            "openai backend (aiohttp)": lambda r: run_backend(
-                OpenAIBackend(config, client="aiohttp"), r, args.concurrency
+            "openai backend (http)": lambda r: run_backend(
+                OpenAIBackend(config, client="http"), r, args.concurrency
             ),
             "openai backend (sdk)": lambda r: run_backend(
                 OpenAIBackend(config, client="sdk"), r, args.concurrency

@@ -50,7 +50,10 @@ class LLMResponse:
     finish_reason: FinishReason
     model: str
     prompt_tokens: int = 0
-    completion_tokens: int = 0
+    completion_tokens: int = 0  # the answer's tokens
+    # Tokens a thinking model spent before answering (Gemini 2.5): billed as output, counted
+    # against TPM, never part of ``text``.
+    thinking_tokens: int = 0
 
 
 class Backend(Protocol):

@@ -31,7 +31,7 @@ def _reverse(request: FakeRequest) -> str:
     return request.messages[-1][1][::-1]
 
 
-def _openai_engine(server: FakeOpenAI, tmp_path: Path, client: str = "aiohttp") -> Engine:
+def _openai_engine(server: FakeOpenAI, tmp_path: Path, client: str = "http") -> Engine:
     config = EngineConfig(
         backend="openai",
         model="gpt-4o-mini",
@@ -43,7 +43,7 @@ def _openai_engine(server: FakeOpenAI, tmp_path: Path, client: str = "aiohttp") 
     return Engine(OpenAIBackend(config, client=client), config)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("client", ["aiohttp", "sdk"])
+@pytest.mark.parametrize("client", ["http", "sdk"])
 def test_openai_wire_format_and_answers(
     fake_openai: FakeOpenAI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, client: str
 ) -> None:
@@ -111,7 +111,9 @@ def test_bad_key_fails_fast_with_the_fix(
         async with _openai_engine(fake_openai, tmp_path) as engine:
             await engine.complete(_request(0))
 
-    with pytest.raises(BackendConfigError, match=r"HTTP 401.*API key environment variable"):
+    with pytest.raises(
+        BackendConfigError, match=r"refused the API key in CHATUMM_TEST_KEY \(HTTP 401"
+    ):
         asyncio.run(run())
 
 

@@ -41,7 +41,7 @@ def _config(server: FakeOpenAI, tmp_path: Path, **overrides: object) -> EngineCo
     return EngineConfig.model_validate({**fields, **overrides})
 
 
-@pytest.mark.parametrize("client", ["http1", "sdk"])
+@pytest.mark.parametrize("client", ["http", "sdk"])
 @pytest.mark.parametrize("fault", MALFORMED)
 def test_a_malformed_200_is_retried(
     fake_openai: FakeOpenAI,

@@ -96,8 +96,8 @@ class ResponseCache:
             if row is None:
                 return None
             value = row[0]
-        text, finish_reason, model, prompt_tokens, completion_tokens = orjson.loads(value)
-        return LLMResponse(text, finish_reason, model, prompt_tokens, completion_tokens)
+        # Rows written before thinking tokens were counted have five fields.
+        return LLMResponse(*orjson.loads(value))
 
     def put(self, key: bytes, response: LLMResponse) -> None:
         value = orjson.dumps(
@@ -107,6 +107,7 @@ class ResponseCache:
                 response.model,
                 response.prompt_tokens,
                 response.completion_tokens,
+                response.thinking_tokens,
             )
         )
         with self._lock:

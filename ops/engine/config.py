@@ -19,7 +19,8 @@ DEFAULT_PRICES: dict[str, tuple[float, float]] = {
     "gpt-4.1-nano": (0.10, 0.40),
     "gemini-2.0-flash": (0.10, 0.40),
     "gemini-2.5-flash": (0.30, 2.50),
-    "gemini-2.5-pro": (1.25, 10.00),
+    "gemini-2.5-flash-lite": (0.10, 0.40),
+    "gemini-2.5-pro": (1.25, 10.00),  # prompts up to 200k tokens; output includes thinking
     # Offline backends cost nothing.
     "template-v1": (0.0, 0.0),
     "smollm2-135m": (0.0, 0.0),
@@ -66,6 +67,15 @@ class EngineConfig(BaseModel):
     timeout_s: float = Field(default=120.0, gt=0)
     cache_dir: Path | None = None
     prices: dict[str, tuple[float, float]] = {}
+    thinking_budget: int | None = Field(
+        default=None,
+        ge=-1,
+        description="gemini: thinking tokens per answer (-1 dynamic, 0 off where the model "
+        "allows it); None: the model family's default (ops.engine.gemini_backend)",
+    )
+    vertex: bool = Field(default=False, description="gemini through Vertex AI (ADC credentials)")
+    project: str | None = Field(default=None, description="Vertex AI: Google Cloud project id")
+    location: str | None = Field(default=None, description="Vertex AI: region, e.g. us-central1")
     coalesce_s: float | None = Field(
         default=None,
         ge=0,
@@ -75,6 +85,8 @@ class EngineConfig(BaseModel):
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> EngineConfig:
+        if self.vertex and self.backend != "gemini":
+            raise ValueError("vertex is an option of the gemini backend (--llm gemini --vertex)")
         if not self.model:
             object.__setattr__(self, "model", _DEFAULT_MODEL[self.backend])
         if self.coalesce_s is None:
@@ -90,6 +102,13 @@ class EngineConfig(BaseModel):
         if self.api_key_env:
             return (self.api_key_env,)
         return _DEFAULT_KEY_ENV.get(self.backend, ())
+
+    def key_source(self) -> str:
+        """The variable the key is read from (the first one set), for messages about the key."""
+        import os
+
+        names = self.key_env_names()
+        return next((n for n in names if os.environ.get(n)), " or ".join(names) or "the key")
 
     def secrets(self) -> tuple[str, ...]:
         """The values of every API-key variable this config or any backend reads, for

@@ -179,7 +179,8 @@ class Engine:
                 raise
             self.limiter.on_success()
             if self._tpm is not None:
-                self._tpm.settle(estimate, response.prompt_tokens + response.completion_tokens)
+                spent = response.prompt_tokens + response.completion_tokens
+                self._tpm.settle(estimate, spent + response.thinking_tokens)
                 estimate = 0.0
             return response
         finally:
@@ -191,8 +192,10 @@ class Engine:
         usage.requests += 1
         usage.prompt_tokens += response.prompt_tokens
         usage.completion_tokens += response.completion_tokens
+        usage.thinking_tokens += response.thinking_tokens
+        output = response.completion_tokens + response.thinking_tokens  # thinking bills as output
         usage.cost_usd += (
-            response.prompt_tokens * self._price_in + response.completion_tokens * self._price_out
+            response.prompt_tokens * self._price_in + output * self._price_out
         ) * 1e-6
         if response.finish_reason in ("length", "content_filter"):
             usage.truncated += 1

@@ -1,38 +1,31 @@
 """The OpenAI chat API and any OpenAI-compatible server (vLLM, SGLang, Ollama, llama.cpp).
 
 One ``POST {base_url}/chat/completions`` per request, orjson in and out, only the fields we use
-read from the answer, sent through ``ops.engine.http1``; where an environment proxy applies to
-the URL (``HTTPS_PROXY``/``HTTP_PROXY`` by scheme, less ``NO_PROXY``; looked up once), the same
-request goes through aiohttp, which speaks to proxies. ``client="sdk"`` sends through
+read from the answer, sent through ``ops.engine.transport`` (``ops.engine.http1``, or aiohttp
+where an environment proxy applies to the URL). ``client="sdk"`` sends through
 ``openai.AsyncOpenAI`` instead (its retries off: the engine retries), for what only the SDK does
 (Azure and organisation/project headers, new auth schemes) and as the wire-format reference the
 tests check the fast path against. Why a private client is the default: without it the engine
 misses its wall-time target against a bare aiohttp loop (bench/results/bench_ops.md).
 
 Contract: every failure is one of the engine's errors (``ops.engine.errors``), never a
-transport's. A loopback URL never goes through a proxy.
+transport's; a refused key or an unknown model is a ``BackendConfigError`` naming the key's
+variable or the model. A loopback URL never goes through a proxy.
 """
 
 from __future__ import annotations
 
-import asyncio
-import ipaddress
-from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import urlsplit
-from urllib.request import getproxies, proxy_bypass
+from typing import Any, Literal
 
 import orjson
 
 from ops.engine.config import EngineConfig
 from ops.engine.errors import TransientError, classify_status, parse_retry_after
-from ops.engine.http1 import HTTP1Client, HTTP1Error
+from ops.engine.transport import JSONPost
 from ops.protocol import FinishReason, LLMRequest, LLMResponse
 
-if TYPE_CHECKING:
-    import aiohttp
-
 OPENAI_URL = "https://api.openai.com/v1"
-Client = Literal["aiohttp", "sdk"]
+Client = Literal["http", "sdk"]
 _FINISH: dict[str | None, FinishReason] = {
     "stop": "stop",
     "length": "length",
@@ -61,7 +54,7 @@ class OpenAIBackend:
         self,
         config: EngineConfig,
         *,
-        client: Client = "aiohttp",
+        client: Client = "http",
         name: str = "openai",
         max_concurrency: int | None = None,
         send_key: bool = True,
@@ -69,25 +62,20 @@ class OpenAIBackend:
         self.name = name
         self.model = config.model
         self.max_concurrency = max_concurrency
-        self._base_url = (config.base_url or OPENAI_URL).rstrip("/")
-        self._url = self._base_url + "/chat/completions"
+        self._key_env = config.key_source()
+        base_url = (config.base_url or OPENAI_URL).rstrip("/")
         # A custom server (vLLM, llama.cpp) usually needs no key; api.openai.com does.
         api_key = config.api_key(required=config.base_url is None) if send_key else None
-        self._headers = {"Content-Type": "application/json"}
-        if api_key:
-            self._headers["Authorization"] = f"Bearer {api_key}"
-        self._timeout = config.timeout_s
-        self._proxy = env_proxy(self._url)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._post = JSONPost(base_url + "/chat/completions", headers, config.timeout_s)
         self.client = client
-        self._http1: HTTP1Client | None = None
-        self._session: aiohttp.ClientSession | None = None
         self._sdk: Any = None
         if client == "sdk":
             import openai
 
             self._sdk = openai.AsyncOpenAI(
                 api_key=api_key or "none",
-                base_url=self._base_url,
+                base_url=base_url,
                 max_retries=0,
                 timeout=config.timeout_s,
             )
@@ -95,40 +83,16 @@ class OpenAIBackend:
     async def complete(self, request: LLMRequest) -> LLMResponse:
         if self._sdk is not None:
             return await self._complete_sdk(request)
-        if self._proxy is not None:
-            return await self._complete_aiohttp(request)
-        if self._http1 is None:  # created on first use, inside the running loop
-            self._http1 = HTTP1Client(self._url, headers=self._headers, timeout_s=self._timeout)
-        try:
-            answer = await self._http1.post(orjson.dumps(_body(self.model, request)))
-        except HTTP1Error as exc:
-            raise TransientError(f"{type(exc).__name__}: {exc}") from exc
+        answer = await self._post.post(orjson.dumps(_body(self.model, request)))
         if answer.status != 200:
             raise classify_status(
-                answer.status, _error_message(answer.body), parse_retry_after(answer.headers)
+                answer.status,
+                _error_message(answer.body),
+                parse_retry_after(answer.headers),
+                key_env=self._key_env,
+                model=self.model,
             )
         return _response(answer.body, self.model)
-
-    async def _complete_aiohttp(self, request: LLMRequest) -> LLMResponse:
-        import aiohttp
-
-        if self._session is None:  # created on first use, inside the running loop
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0),  # the engine bounds requests in flight
-                timeout=aiohttp.ClientTimeout(total=self._timeout),
-                headers=self._headers,
-            )
-        body = orjson.dumps(_body(self.model, request))
-        try:
-            async with self._session.post(self._url, data=body, proxy=self._proxy) as resp:
-                raw = await resp.read()
-                if resp.status != 200:
-                    raise classify_status(
-                        resp.status, _error_message(raw), parse_retry_after(resp.headers)
-                    )
-        except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
-            raise TransientError(f"{type(exc).__name__}: {exc}") from exc
-        return _response(raw, self.model)
 
     async def _complete_sdk(self, request: LLMRequest) -> LLMResponse:
         import openai
@@ -137,7 +101,11 @@ class OpenAIBackend:
             out = await self._sdk.chat.completions.create(**_body(self.model, request))
         except openai.APIStatusError as exc:
             raise classify_status(
-                exc.status_code, exc.message, parse_retry_after(exc.response.headers)
+                exc.status_code,
+                exc.message,
+                parse_retry_after(exc.response.headers),
+                key_env=self._key_env,
+                model=self.model,
             ) from exc
         except (openai.APITimeoutError, openai.APIConnectionError) as exc:
             raise TransientError(f"{type(exc).__name__}: {exc}") from exc
@@ -156,12 +124,7 @@ class OpenAIBackend:
         )
 
     async def aclose(self) -> None:
-        if self._http1 is not None:
-            await self._http1.aclose()
-            self._http1 = None
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._post.aclose()
         if self._sdk is not None:
             await self._sdk.close()
 
@@ -190,30 +153,6 @@ def malformed_reply(raw: bytes, exc: Exception) -> TransientError:
     """The error for a 200 body that is not the answer, with the start of the body to see why."""
     head = raw[:200].decode(errors="replace")
     return TransientError(f"malformed 200 reply ({type(exc).__name__}): {head!r}")
-
-
-def env_proxy(url: str) -> str | None:
-    """The proxy the environment variables (``HTTPS_PROXY``, ``NO_PROXY``, ...) route ``url``
-    through, read the way aiohttp's ``trust_env`` reads them; None for none.
-
-    A loopback host never goes through one, as in Go's net/http: a proxy cannot reach this
-    machine's loopback, and a local server (the ``local`` backend's, a vLLM on 127.0.0.1) must
-    keep working on a machine whose environment sets a proxy for the internet."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if _is_loopback(host):
-        return None
-    proxy = getproxies().get(parts.scheme)
-    return None if proxy is None or proxy_bypass(host) else proxy
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _error_message(raw: bytes) -> str:

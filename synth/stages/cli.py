@@ -45,6 +45,16 @@ def _command(stage: str) -> Any:
         llm: Annotated[str | None, typer.Option(help="template | local | openai | gemini")] = None,
         model: Annotated[str | None, typer.Option(help="model name")] = None,
         base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible server URL")] = None,
+        thinking_budget: Annotated[
+            int | None,
+            typer.Option(help="gemini 2.5: thinking tokens per answer (-1 dynamic, 0 off)"),
+        ] = None,
+        vertex: Annotated[
+            bool | None,
+            typer.Option("--vertex/--no-vertex", help="gemini through Vertex AI (ADC)"),
+        ] = None,
+        project: Annotated[str | None, typer.Option(help="Vertex AI project id")] = None,
+        location: Annotated[str | None, typer.Option(help="Vertex AI region")] = None,
         concurrency: Annotated[int | None, typer.Option(help="LLM requests in flight")] = None,
         rpm: Annotated[float | None, typer.Option(help="requests per minute limit")] = None,
         tpm: Annotated[float | None, typer.Option(help="tokens per minute limit")] = None,

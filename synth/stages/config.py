@@ -48,6 +48,9 @@ _RUNTIME_FIELDS = frozenset(
         "api_key_env",
         "limit",
         "shard_index",
+        "vertex",
+        "project",
+        "location",
     }
 )
 
@@ -71,6 +74,12 @@ class RunConfig(BaseModel):
     model: str = Field(default="", description="empty: the backend's default model")
     base_url: str | None = None
     api_key_env: str | None = Field(default=None, description="variable holding the API key")
+    thinking_budget: int | None = Field(
+        default=None, ge=-1, description="gemini 2.5: thinking tokens per answer; None: per model"
+    )
+    vertex: bool = Field(default=False, description="gemini through Vertex AI (ADC credentials)")
+    project: str | None = Field(default=None, description="Vertex AI project id")
+    location: str | None = Field(default=None, description="Vertex AI region")
     concurrency: int = Field(default=64, ge=1, description="LLM requests in flight")
     rpm: float | None = Field(default=None, gt=0)
     tpm: float | None = Field(default=None, gt=0)

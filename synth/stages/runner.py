@@ -60,6 +60,10 @@ async def open_engine(cfg: RunConfig) -> AsyncIterator[Any]:
         rpm=cfg.rpm,
         tpm=cfg.tpm,
         cache_dir=cfg.resolved_cache_dir,
+        thinking_budget=cfg.thinking_budget,
+        vertex=cfg.vertex,
+        project=cfg.project,
+        location=cfg.location,
     )
     engine = open_engine(engine_cfg)
     try:
