@@ -100,6 +100,31 @@ def turn_tokens(plan: DialoguePlan) -> list[int]:
     return tokens
 
 
+def select_samples(
+    data: Sequence[str | Path],
+    *,
+    holdout: float | None,
+    max_per_task: int,
+    seed: int,
+    tasks: Sequence[str] = (),
+) -> tuple[list[DialogueSample], Counter[str]]:
+    """The chosen dialogues, validated, in report order (task, then the seeded rank), and the
+    counts. A smaller ``max_per_task`` with the same seed chooses a prefix of each task's list."""
+    chosen, counts = select_rows(resolve_files(data), holdout, max_per_task, seed, tasks)
+    samples: list[DialogueSample] = []
+    for path in sorted(chosen):
+        parquet = pq.ParquetFile(path)
+        for g in sorted(chosen[path]):
+            rows = parquet.read_row_group(g).to_pylist()
+            for r in chosen[path][g]:
+                try:
+                    samples.append(validate_row(rows[r]))
+                except InvariantError as err:
+                    counts[f"skipped_invariant:{err.invariant}"] += 1
+    samples.sort(key=lambda s: (s.task, _rank(seed, s.sample_id)))
+    return samples, counts
+
+
 def load_eval_set(
     data: Sequence[str | Path],
     tokenizer: ChatTokenizer,
@@ -111,25 +136,21 @@ def load_eval_set(
     tasks: Sequence[str] = (),
 ) -> EvalSet:
     """Read, validate and plan the chosen dialogues, then build their history variants."""
-    chosen, counts = select_rows(resolve_files(data), holdout, max_per_task, seed, tasks)
+    chosen, counts = select_samples(
+        data, holdout=holdout, max_per_task=max_per_task, seed=seed, tasks=tasks
+    )
     samples: list[DialogueSample] = []
     plans: dict[str, DialoguePlan] = {}
-    for path in sorted(chosen):
-        parquet = pq.ParquetFile(path)
-        for g in sorted(chosen[path]):
-            rows = parquet.read_row_group(g).to_pylist()
-            for r in chosen[path][g]:
-                try:
-                    sample = validate_row(rows[r])
-                    plans[sample.sample_id] = plan_dialogue(sample, tokenizer, transforms)
-                except InvariantError as err:
-                    counts[f"skipped_invariant:{err.invariant}"] += 1
-                    continue
-                except (OSError, ValueError, Image.DecompressionBombError):
-                    counts["skipped_image_decode"] += 1
-                    continue
-                samples.append(sample)
-    samples.sort(key=lambda s: (s.task, _rank(seed, s.sample_id)))
+    for sample in chosen:
+        try:
+            plans[sample.sample_id] = plan_dialogue(sample, tokenizer, transforms)
+        except InvariantError as err:
+            counts[f"skipped_invariant:{err.invariant}"] += 1
+            continue
+        except (OSError, ValueError, Image.DecompressionBombError):
+            counts["skipped_image_decode"] += 1
+            continue
+        samples.append(sample)
     pool = DonorPool(samples, lambda s: turn_tokens(plans[s.sample_id]), seed=seed)
     dialogues = []
     for sample in samples:
