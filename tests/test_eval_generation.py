@@ -19,6 +19,7 @@ from synth.shards import ShardConfig, ShardWriter
 from tests.builders import build_sample
 from tests.eval_support import one_torch_thread  # noqa: F401  (autouse fixture)
 from tests.infer_support import tiny_assets
+from tests.train_fixtures import STAGE_C_TASKS, write_stage_c_shards
 from train.data import DataConfig, default_tokenizer_path, load_tokenizer
 from train.data.transforms import Transforms
 from train.eval.config import GenerationConfig
@@ -256,6 +257,21 @@ def test_the_generated_dialogues_are_the_first_of_the_probes_choice(shards: Path
         config = GenerationConfig(per_task=n)
         chosen = GenerationReport(config, [shards], holdout=None, seed=5).samples
         assert [s.sample_id for s in chosen] == [i for t in sorted(first) for i in first[t][:n]]
+
+
+def test_a_dialogue_with_an_unreadable_image_is_counted_and_left_out(
+    assets: Assets, tmp_path: Path
+) -> None:
+    shards = write_stage_c_shards(tmp_path / "data", samples=len(STAGE_C_TASKS) + 1, corrupt=(0,))
+    task = STAGE_C_TASKS[0]  # samples 0 (its first image is not an image) and 10
+    config = GenerationConfig(per_task=2, mode="text", max_tokens=2)
+    GenerationReport(config, [shards], holdout=None, seed=0, tasks=[task]).run(
+        assets, tmp_path / "out", checkpoint="tiny", step=None
+    )
+    rows = _rows(tmp_path / "out")
+    assert len(rows) == 1 and rows[0]["task"] == task
+    raw = (tmp_path / "out/index.html").read_text(encoding="utf-8")
+    assert '"skipped_image_decode": 1' in raw  # in the page's counts
 
 
 def test_config_refuses_what_it_cannot_do() -> None:

@@ -174,7 +174,7 @@ def _generate(
         rank=rt.rank,
         world=rt.world_size,
         probes=report["dialogues"] if report else (),
-        progress=typer.echo,
+        progress=lambda line: typer.echo(f"rank {rt.rank}: {line}"),
     )
     if written is not None:
         typer.echo("wrote " + ", ".join(str(p) for p in written))

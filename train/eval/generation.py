@@ -39,6 +39,7 @@ from taxonomy import TaskName
 from train.data.transforms import decode_rgb
 from train.eval.config import GenerationConfig
 from train.eval.dataset import select_samples
+from train.eval.page import write_page
 from train.infer.batch import derive_seed, save_png
 from train.infer.load import Assets
 from train.infer.session import continue_dialogue
@@ -74,8 +75,10 @@ class GenerationReport:
         self.counts: dict[str, int] = {k: v for k, v in sorted(counts.items()) if v}
 
     def fingerprint(self, checkpoint: str, step: int | None) -> str:
-        """What a finished record must match to be reused by a rerun."""
-        what = [checkpoint, step, self.seed, self.cfg.model_dump(mode="json")]
+        """What a finished record must match to be reused by a rerun: whatever changes a
+        dialogue's output (not how many dialogues, nor when during training)."""
+        sampling = self.cfg.model_dump(mode="json", exclude={"per_task", "every"})
+        what = [checkpoint, step, self.seed, sampling]
         return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
 
     def run(
@@ -129,8 +132,6 @@ class GenerationReport:
             },
             "seconds": seconds,
         }
-        from train.eval.page import write_page
-
         rows_path = out / ROWS
         _write_text(rows_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
         return [write_page(rows, meta, out / PAGE), rows_path]
