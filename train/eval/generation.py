@@ -127,7 +127,7 @@ class GenerationReport:
             "options": self.cfg.model_dump(mode="json"),
             "counts": {
                 **self.counts,
-                "skipped_image_decode": len(self.samples) - len(rows),
+                **_skipped(len(self.samples) - len(rows)),
                 "generated": len(rows),
             },
             "seconds": seconds,
@@ -185,6 +185,10 @@ class GenerationReport:
             "generated": generated,
             "same_kinds": _kinds_of(reference) == _kinds_of(generated),
         }
+
+
+def _skipped(n: int) -> dict[str, int]:
+    return {"skipped_image_decode": n} if n else {}
 
 
 def _readable(sample: DialogueSample) -> bool:
