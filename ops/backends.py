@@ -1,8 +1,9 @@
 """Which backend a config names, and the engine around it.
 
 This sits in ``ops`` above ``ops.engine``: the engine knows the network backends, while the
-``template`` backend belongs to the operations (it answers from their registry), so only this
-module, which may import both, maps a name to either.
+``template`` and ``local`` backends belong to the operations (one answers from their registry,
+the other constrains a small model to their answer layouts), so only this module, which may
+import both, maps a name to any of them.
 
     async with open_engine(EngineConfig(backend="openai", model="gpt-4o-mini")) as engine:
         response = await engine.complete(request)
@@ -25,7 +26,7 @@ def make_backend(config: EngineConfig) -> Backend:
 
         return GeminiBackend(config)
     if config.backend == "local":
-        from ops.engine.local_backend import LocalBackend
+        from ops.local_backend import LocalBackend
 
         return LocalBackend(config)
     if config.backend == "template":

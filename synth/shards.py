@@ -43,12 +43,13 @@ _TMP_PREFIX = ".tmp-"
 class ShardConfig:
     max_rows: int = 1000
     max_bytes: int = 512 * 1024 * 1024
-    # A row group closes at whichever comes first. Training streams by row group, strided over
-    # ranks and workers, so groups stay small in bytes (a few dozen samples with real images);
-    # in rows they may grow, since each row group has a fixed cost per column (a page,
-    # statistics, a compressor) that small groups of text-only samples would pay per sample.
+    # A row group closes at whichever comes first. A training reader holds one row group at a
+    # time, several times its bytes at peak, and reads image rows no slower from groups of a
+    # few MB (bench/results/row_groups.md): 8 MiB, a few dozen rows of real images. In rows they
+    # may grow, since each row group has a fixed cost per column (a page, statistics, a
+    # compressor) that small groups of text-only samples would pay per sample.
     row_group_rows: int = 256
-    row_group_bytes: int = 32 * 1024 * 1024
+    row_group_bytes: int = 8 * 1024 * 1024
     # Parquet pages of 64 KiB rather than pyarrow's 1 MiB: the writer's page and compression
     # buffers stay smaller, at the price of somewhat larger text-heavy shards (zstd sees less
     # of the template text repeated across prompts; image bytes do not compress).

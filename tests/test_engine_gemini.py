@@ -20,6 +20,7 @@ from ops.protocol import GenerationParams, LLMRequest, Message
 from synth.shards import read_manifest
 from synth.stages.report import summary_table
 from synth.stats import compute_stats
+from synth.stats_view import usage_table
 from tests.fakes._server import MALFORMED, FakeRequest, Fault, FaultPlan
 from tests.fakes.fake_gemini import ACCESS_TOKEN, FakeGemini
 from tests.stages_support import EXAMPLES, op_answer, run_stage
@@ -143,7 +144,11 @@ def test_a_stage_summary_and_synth_stats_show_thinking_tokens(
     requests = summary["llm"]["requests"]
     assert requests >= 4 and summary["llm"]["thinking_tokens"] == 256 * requests
     stats = compute_stats([out])
-    assert stats.run_summary["llm.thinking_tokens"] == 256 * requests
+    assert stats.engine["thinking_tokens"] == 256 * requests
+    shown = [
+        str(c) for column in usage_table(stats).columns for c in [column.header, *column._cells]
+    ]
+    assert "thinking" in shown and f"{256 * requests:,}" in shown
     rows = [str(cell) for column in summary_table(summary).columns for cell in column._cells]
     assert "thinking tokens (billed as out)" in rows and f"{256 * requests:,}" in rows
 

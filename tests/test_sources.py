@@ -371,7 +371,9 @@ def test_datasets_folders_saved_to_disk_and_parquet_dirs_through_hf(tmp_path: Pa
         ], spec.name
 
     wrong = SourceSpec(name="x", kind="t2i", path="saved_dict", format="hf", split="train")
-    with pytest.raises(ValueError, match=r"split 'train' not in .*splits: \['validation'\]"):
+    with pytest.raises(
+        ValueError, match=r"has no split 'train' \(splits: \['validation'\]\); set `split:`"
+    ):
         list(iter_source_rows(wrong, tmp_path))
 
 
@@ -459,7 +461,8 @@ def test_sources_file_resolves_paths_and_formats(tmp_path: Path) -> None:
         (
             "sources:\n  - name: t\n    kind: t2i\n    path: x.jsonl\n    colums: {image: i}\n",
             "sources.yaml line 5: unknown key 'colums' (known: name, kind, path, format, "
-            "columns, split, subset, license, attribution)",
+            "columns, split, subset, image_root, crop, max_chars, pairs, captions, license, "
+            "attribution)",
         ),
         (
             "sources:\n  - name: t\n    kind: txt2img\n    path: x.jsonl\n",
@@ -468,13 +471,15 @@ def test_sources_file_resolves_paths_and_formats(tmp_path: Path) -> None:
         ),
         (
             "sources:\n  - name: t\n    kind: t2i\n    path: x.jsonl\n    format: csv\n",
-            "sources.yaml line 5: unknown format 'csv' (known: parquet, jsonl, imagefolder, hf)",
+            "sources.yaml line 5: unknown format 'csv' (known: parquet, jsonl, json, imagefolder, "
+            "webdataset, coco, hf)",
         ),
         (
             "sources:\n  - name: t\n    kind: edit\n    path: x.jsonl\n    columns:\n"
             "      source_image: a\n      instrucion: b\n",
             "sources.yaml line 7: unknown column field 'instrucion' for kind edit (known: "
-            "source_image, source_caption, instruction, target_image, target_caption, id)",
+            "source_image, source_caption, instruction, target_image, target_caption, chain, "
+            "turn, id)",
         ),
         (
             "sources:\n  - name: t\n    kind: compose\n    path: x.jsonl\n    columns:\n"

@@ -1,8 +1,13 @@
-"""``python -m train``: train (under ``torchrun`` or as one process), or ``export`` a checkpoint.
+"""``python -m train``: train (under ``torchrun`` or as one process), ``export`` a checkpoint, or
+talk to a model (``chat``, ``generate``: ``train/infer/cli.py``), or measure context tracking
+(``eval``: ``train/eval/cli.py``).
 
     torchrun --nproc-per-node N -m train --config CONFIG --data DIR [DIR ...] --out DIR \\
         [--max-steps K] [--resume] [--init-from BAGEL_DIR]
     python -m train export CHECKPOINT OUT_DIR [--ema]
+    python -m train chat --checkpoint DIR
+    python -m train generate --checkpoint DIR --in SHARDS --out DIR [--seed N]
+    torchrun --nproc-per-node N -m train eval --checkpoint RUN --data DIR [DIR ...] --out DIR
 """
 
 from __future__ import annotations
@@ -57,6 +62,17 @@ def main() -> None:
         from train.export import export_app
 
         export_app(argv[1:], prog_name="python -m train export")
+        return
+    if argv[:1] == ["eval"]:
+        from train.eval.cli import eval_app
+
+        eval_app(_expand_multi(argv[1:], "--data"), prog_name="python -m train eval")
+        return
+    if argv[:1] in (["chat"], ["generate"]):
+        from train.infer.cli import chat_app, generate_app
+
+        app = chat_app if argv[0] == "chat" else generate_app
+        app(argv[1:], prog_name=f"python -m train {argv[0]}")
         return
     train_app(_expand_multi(argv, "--data"), prog_name="python -m train")
 

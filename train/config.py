@@ -17,6 +17,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from train.eval.config import EvalConfig
+
 FreezeTarget = Literal["llm", "vit", "understanding_expert"]
 
 
@@ -101,12 +103,20 @@ class TrainConfig(_Section):
     parallel: ParallelConfig = ParallelConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     log: LogConfig = LogConfig()
+    eval: EvalConfig = EvalConfig()
+    """Context probes every ``eval.every`` steps on held-out data (``train.eval``); off by default."""
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
         if self.parallel.attention == "flex" and self.device == "cpu":
             raise ValueError(
                 "parallel.attention 'flex' has no backward on CPU; use 'sdpa' for CPU training"
+            )
+        holdout = self.data.overrides.get("holdout", 0)
+        if self.eval.every and not self.eval.data and not holdout:
+            raise ValueError(
+                "eval.every needs held-out data: set eval.data (shard directories never trained "
+                "on) or data.overrides.holdout (a fraction of the training data kept out)"
             )
         return self
 

@@ -239,6 +239,13 @@ def _train(
         path = ckpt.save(at, states, per_rank, {"config.yaml": config_text})
         log.message(f"saved checkpoint {path}")
 
+    probes = None
+    if cfg.eval.every:  # context probes on held-out data (train/eval)
+        from train.eval.hook import TrainingEval
+
+        probes = TrainingEval(
+            cfg, data, data_cfg, model_cfg, tokenizer_path, model, rt, out, step, log.message
+        )
     stop = StopFlag()
     peak = peak_flops(rt.device, cfg.log.peak_tflops)
     streams: list[Iterator[PackedBatch]] = [iter(loader) for loader in loaders]
@@ -285,6 +292,8 @@ def _train(
             if step % cfg.log.every == 0 or step == cfg.max_steps:
                 logged = StepLog(step, lr, result, elapsed, micro, nonfinite)
                 log.log(_metrics(logged, model_cfg, peak, rt, loaders))
+            if probes is not None:
+                probes.maybe_run(model, step)
             if nonfinite > cfg.max_nonfinite:
                 raise RuntimeError(
                     f"{nonfinite} steps had a non-finite loss or gradient (max_nonfinite="
@@ -300,6 +309,8 @@ def _train(
     finally:
         stop.restore()
         log.close()
+        if probes is not None:
+            probes.close()
     return step
 
 

@@ -1,146 +1,184 @@
 """Raw records from each storage format, streamed in a stable order with flat memory.
 
-A reader yields ``Record``s: the row's index in the source, its values keyed by data column (only
-the columns the spec reads), and the folder that relative image paths in it resolve against.
-A line that cannot be read at all (bad JSON) becomes a ``Record`` with an ``error`` so the
-caller can reject it and go on.
+A reader yields ``Record``s: the row's index in the source, its values keyed by stored column
+(nested values as stored: structs and JSON objects as dicts, lists as lists), the folder that
+relative image paths in it resolve against, and where it sits (file and line, row, item or
+sample) so every reject and error can say so. A row that cannot be read at all (a JSONL line
+that is not UTF-8 or not JSON, a WebDataset member that does not decode) becomes a ``Record``
+with an ``error``; the stream goes on. What no row can survive (a JSON array or a tar archive
+that stops being parseable) raises ``SourceError``.
+
+Parquet streams by batches, JSONL by lines, JSON arrays and COCO files through ``ijson``,
+WebDataset tars member by member (``tarfile`` in stream mode), ``datasets`` folders by Arrow
+batches: memory holds one batch or one sample, never a file.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from synth.sources.spec import (
-    _DATASETS_DIR_MARKERS,
-    IMAGE_SUFFIXES,
-    REQUIRED_FIELDS,
-    SourceSpec,
-)
+from synth.sources.checks import check_schema
+from synth.sources.errors import SourceError
+from synth.sources.layout import is_saved_dataset, split_files
+from synth.sources.paths import top_column
+from synth.sources.spec import SourceSpec
 
 BATCH_ROWS = 64  # rows held at once: images stay in memory one batch at a time
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Record:
     index: int
     values: dict[str, Any]
     root: Path | None  # folder relative image paths resolve against; None for a Hub dataset
+    file: str = ""  # the data file, as a person finds it
+    position: str = ""  # "line 7", "row 12", "item 3", "sample 000000012", ...
     error: tuple[str, str] | None = None  # (reason, detail) when the row could not be read
+
+    @property
+    def where(self) -> str:
+        return " ".join(p for p in (self.file, self.position) if p)
 
 
 def read_records(spec: SourceSpec, base_dir: Path) -> Iterator[Record]:
+    from synth.sources.folders import read_coco, read_imagefolder, read_webdataset
+
     readers = {
         "parquet": _parquet,
         "jsonl": _jsonl,
-        "imagefolder": _imagefolder,
+        "json": _json_array,
+        "coco": read_coco,
+        "imagefolder": read_imagefolder,
+        "webdataset": read_webdataset,
         "hf": _hf,
     }
     assert spec.format is not None, "load the spec with load_sources_file to resolve its format"
-    return readers[spec.format](spec, base_dir)
+    records: Iterator[Record] = readers[spec.format](spec, base_dir)
+    return records
 
 
-def _check_columns(spec: SourceSpec, available: list[str], what: str) -> list[str]:
-    """The data columns to read; a required one that is missing is a configuration error."""
-    wanted = spec.field_columns()
-    required = {*REQUIRED_FIELDS[spec.kind], *(["id"] if "id" in wanted else [])}
-    missing = {f: c for f, c in wanted.items() if c not in available and f in required}
-    if spec.kind == "chat" and not {wanted["turns"]} & set(available):
-        missing.update({f: wanted[f] for f in ("user", "assistant") if wanted[f] not in available})
-    if missing:
-        pairs = ", ".join(f"{f} <- {c!r}" for f, c in missing.items())
-        raise ValueError(
-            f"source {spec.name!r}: {what} has no column for {pairs}; its columns are "
-            f"{sorted(available)}. Map them in the source's `columns:` (field: column)."
+def source_files(spec: SourceSpec, base_dir: Path, suffixes: frozenset[str]) -> list[Path]:
+    """The data files a source reads: the file itself, or the files of its split in a folder."""
+    location = Path(spec.location(base_dir))
+    if location.is_file():
+        return [location]
+    files = [
+        f for f in split_files(location, spec.split, spec.subset) if f.suffix.lower() in suffixes
+    ]
+    if not files:
+        raise SourceError(
+            str(location),
+            f"split {spec.split!r} has no {'/'.join(sorted(suffixes))} files",
+            fix="check `path:`, `split:` and `format:`",
         )
-    return [c for c in dict.fromkeys(wanted.values()) if c in available]
+    return files
+
+
+def display(file: Path, base_dir: Path) -> str:
+    try:
+        return file.resolve().relative_to(base_dir.resolve()).as_posix()
+    except ValueError:
+        return str(file)
+
+
+def wanted_columns(spec: SourceSpec, available: list[str]) -> list[str]:
+    """The stored columns the spec's paths start from, among ``available``."""
+    names = set(available)
+    tops = (top_column(c, names) for c in spec.field_columns().values())
+    return [c for c in dict.fromkeys(tops) if c in names]
 
 
 def _parquet(spec: SourceSpec, base_dir: Path) -> Iterator[Record]:
-    location = Path(spec.location(base_dir))
-    files = (
-        sorted(p for p in location.rglob("*.parquet") if not p.name.startswith("."))
-        if location.is_dir()
-        else [location]
-    )
     index = 0
-    for file in files:
+    for file in source_files(spec, base_dir, frozenset({".parquet"})):
         pf = pq.ParquetFile(file)
-        columns = _check_columns(spec, pf.schema_arrow.names, str(file))
+        name, row = display(file, base_dir), 0
+        check_schema(spec, pf.schema_arrow.names, name)
+        columns = wanted_columns(spec, pf.schema_arrow.names)
+        root = spec.image_folder(base_dir) or file.parent
         for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=columns):
             for values in batch.to_pylist():
-                yield Record(index, values, file.parent)
-                index += 1
+                yield Record(index, values, root, name, f"row {row}")
+                index, row = index + 1, row + 1
 
 
 def _jsonl(spec: SourceSpec, base_dir: Path) -> Iterator[Record]:
-    return _jsonl_file(Path(spec.location(base_dir)))
+    index = 0
+    for file in source_files(spec, base_dir, frozenset({".jsonl", ".ndjson"})):
+        root = spec.image_folder(base_dir) or file.parent
+        for record in jsonl_records(file, root, display(file, base_dir), index):
+            yield record
+            index = record.index + 1
 
 
-def _jsonl_file(file: Path) -> Iterator[Record]:
-    with file.open(encoding="utf-8") as handle:
-        index = 0
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
+def jsonl_records(file: Path, root: Path | None, name: str, start: int = 0) -> Iterator[Record]:
+    """One record per non-blank line; a line that is not UTF-8 or not a JSON object is a
+    record with an error, and the lines after it are read as usual."""
+    index = start
+    with file.open("rb") as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            if not raw.strip():
                 continue
+            values: Any = {}
             error: tuple[str, str] | None = None
             try:
-                values = json.loads(line)
-            except json.JSONDecodeError as err:
-                values, error = {}, ("source:bad-json", f"line {line_no}: {err}")
-            else:
-                if not isinstance(values, dict):
-                    values = {}
-                    error = ("source:bad-json", f"line {line_no} is not a JSON object")
-            yield Record(index, values, file.parent, error)
+                values = orjson.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as err:
+                error = (
+                    "source:bad-encoding",
+                    f"not UTF-8 text (byte {err.start + 1}: {err.reason})",
+                )
+            except orjson.JSONDecodeError as err:
+                error = ("source:bad-json", f"not valid JSON ({err})")
+            if error is None and not isinstance(values, dict):
+                values = {}
+                error = ("source:bad-json", "not a JSON object")
+            yield Record(
+                index, values if error is None else {}, root, name, f"line {line_no}", error
+            )
             index += 1
 
 
-def _imagefolder(spec: SourceSpec, base_dir: Path) -> Iterator[Record]:
-    """The ``datasets`` imagefolder layout: ``metadata.jsonl`` (or ``.csv``) rows name their image
-    in ``file_name`` (read as column ``image``) or ``<column>_file_name`` (read as ``<column>``),
-    relative to the folder. Without a metadata file, every image under the folder in sorted
-    order, captioned by the ``<stem>.txt`` beside it."""
-    folder = Path(spec.location(base_dir))
-    if (folder / "metadata.jsonl").exists() or (folder / "metadata.csv").exists():
-        yield from _imagefolder_metadata(folder)
-        return
-    images = sorted(
-        p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-    )
-    for index, image in enumerate(images):
-        caption_file = image.with_suffix(".txt")
-        caption = (
-            caption_file.read_text(encoding="utf-8").strip() if caption_file.exists() else None
-        )
-        name = image.relative_to(folder).as_posix()
-        yield Record(index, {"image": name, "caption": caption, "file_name": name}, folder)
+def _json_array(spec: SourceSpec, base_dir: Path) -> Iterator[Record]:
+    """A file holding one JSON array of row objects (LLaVA, ShareGPT), streamed item by item."""
+    import ijson
+
+    index = 0
+    for file in source_files(spec, base_dir, frozenset({".json"})):
+        root = spec.image_folder(base_dir) or file.parent
+        name, item = display(file, base_dir), 0
+        with file.open("rb") as handle:
+            try:
+                for values in ijson.items(handle, "item", use_float=True):
+                    error = (
+                        None
+                        if isinstance(values, dict)
+                        else ("source:bad-json", "not a JSON object")
+                    )
+                    yield Record(
+                        index, values if error is None else {}, root, name, f"item {item}", error
+                    )
+                    index, item = index + 1, item + 1
+            except (ijson.JSONError, UnicodeDecodeError) as err:
+                raise SourceError(
+                    name,
+                    f"stops being valid JSON after {item} item(s): {err}",
+                    fix="repair or re-export the file (items already read are kept)",
+                ) from None
 
 
-def _imagefolder_metadata(folder: Path) -> Iterator[Record]:
-    jsonl = folder / "metadata.jsonl"
-    rows = _jsonl_file(jsonl) if jsonl.exists() else _csv_rows(folder / "metadata.csv")
-    for record in rows:
-        values = dict(record.values)
-        for key in list(values):
-            if key == "file_name":
-                values["image"] = values[key]
-            elif key.endswith("_file_name"):
-                values[key.removesuffix("_file_name")] = values[key]
-        yield Record(record.index, values, folder, record.error)
-
-
-def _csv_rows(file: Path) -> Iterator[Record]:
+def csv_records(file: Path, root: Path | None, name: str) -> Iterator[Record]:
     with file.open(encoding="utf-8", newline="") as handle:
         for index, values in enumerate(csv.DictReader(handle)):
-            yield Record(index, dict(values), file.parent)
+            yield Record(index, dict(values), root, name, f"line {index + 2}")
 
 
 def _hf(spec: SourceSpec, base_dir: Path) -> Iterator[Record]:
@@ -151,25 +189,29 @@ def _hf(spec: SourceSpec, base_dir: Path) -> Iterator[Record]:
     import datasets
 
     location = spec.location(base_dir)
-    root = location if isinstance(location, Path) else None
+    local = location if isinstance(location, Path) else None
     ds: Any
-    if root is not None and any((root / m).exists() for m in _DATASETS_DIR_MARKERS):
-        ds = datasets.load_from_disk(str(root))
+    if local is not None and is_saved_dataset(local):
+        ds = datasets.load_from_disk(str(local))
         if isinstance(ds, datasets.DatasetDict):
             if spec.split not in ds:
-                raise ValueError(
-                    f"source {spec.name!r}: split {spec.split!r} not in {root} "
-                    f"(splits: {sorted(ds)}); set `split:`"
+                raise SourceError(
+                    str(local),
+                    f"has no split {spec.split!r} (splits: {sorted(ds)})",
+                    fix="set `split:`",
                 )
             ds = ds[spec.split]
     else:
         ds = datasets.load_dataset(str(location), spec.subset, split=spec.split, streaming=True)
+    root = spec.image_folder(base_dir) or local
+    name = display(local, base_dir) if local is not None else str(location)
     names = ds.column_names
     if names is not None:
-        ds = ds.select_columns(_check_columns(spec, list(names), str(location)))
+        check_schema(spec, list(names), name)
+        ds = ds.select_columns(wanted_columns(spec, list(names)))
     index = 0
     for table in ds.with_format("arrow").iter(batch_size=BATCH_ROWS):
         assert isinstance(table, pa.Table)
         for values in table.to_pylist():
-            yield Record(index, values, root)
+            yield Record(index, values, root, name, f"row {index}")
             index += 1

@@ -15,15 +15,22 @@ X2I, MUSAR or Subjects200K), which feeds the "draw them together" tasks; ``vqa``
 Q&A and ``chat`` text chats, the distractor material of stage b.
 
 Relative paths resolve against the sources file's folder. ``format`` is detected from the path
-when left out (``.parquet`` or a folder of them: parquet; ``.jsonl``: jsonl; a folder saved by
-``datasets`` or a Hub id ``owner/name``: hf; a folder of images: imagefolder) and written back
-into the loaded spec, so the resolved file saved next to an output says exactly what was read.
+when left out (``synth.sources.layout``: a file by its suffix, a folder by the files of its
+``split``, resolved as ``datasets`` resolves a Hub repository) and written back into the loaded
+spec, so the resolved file saved next to an output says exactly what was read. A column may be
+a path into the row (``description.description_0``, ``input_images[0]``, ``json.caption``).
 Every mistake is reported with the line of the file it sits on, all of them at once.
+
+Beyond ``columns``: ``image_root`` is the folder relative image paths in the data resolve
+against (LLaVA's ``--image_folder``, OmniGen's ``--image_path``, COCO's ``train2017/``);
+``crop`` cuts a box ``[left, top, right, bottom]`` out of an image field (one view of a
+Subjects200K composite); ``max_chars`` rejects a row whose text field is longer (a 1 MB caption
+never reaches an LLM); ``pairs`` (vqa from a conversation: its first question/answer pair, or
+each) and ``captions`` (COCO: an image's first caption, or one row per caption).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -31,15 +38,27 @@ from typing import Any, Literal, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
+from synth.sources.layout import Format, detect_format
+from synth.sources.paths import parse_path
+
 Kind = Literal["t2i", "edit", "subject", "compose", "vqa", "chat"]
-Format = Literal["parquet", "jsonl", "imagefolder", "hf"]
 
 # The fields a row of each kind is made of. ``columns`` maps these names to the data's columns;
 # a field left out of ``columns`` is read from the column of the same name. ``id`` is optional
 # for every kind: when mapped, it names the row instead of its index.
 KIND_FIELDS: dict[str, tuple[str, ...]] = {
     "t2i": ("image", "caption"),
-    "edit": ("source_image", "source_caption", "instruction", "target_image", "target_caption"),
+    # `chain` + `turn`: rows of one multi-turn editing session (MagicBrush's img_id and
+    # turn_index), read as one chain of consecutive edits.
+    "edit": (
+        "source_image",
+        "source_caption",
+        "instruction",
+        "target_image",
+        "target_caption",
+        "chain",
+        "turn",
+    ),
     "subject": ("image", "caption"),
     # Subject A, subject B, and the one image that shows both of them (the composition target).
     "compose": (
@@ -50,9 +69,15 @@ KIND_FIELDS: dict[str, tuple[str, ...]] = {
         "target_image",
         "target_caption",
     ),
-    "vqa": ("image", "question", "answer"),
+    # Either `question` + `answer`, or a conversation in `turns` (LLaVA's `conversations`).
+    "vqa": ("image", "question", "answer", "turns"),
     # Either a list of messages in `turns`, or one exchange in `user` + `assistant`.
     "chat": ("turns", "user", "assistant"),
+}
+# Kinds whose rows may come from one conversation column instead of these two fields.
+CONVERSATION_ALTERNATIVE: dict[str, tuple[str, str]] = {
+    "vqa": ("question", "answer"),
+    "chat": ("user", "assistant"),
 }
 # Fields a row must have; the others may be absent from the data (editing datasets such as
 # MagicBrush carry no captions, single-exchange chat data has no `turns`). A compose row needs
@@ -63,16 +88,21 @@ REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
     "edit": ("source_image", "instruction", "target_image"),
     "subject": ("image", "caption"),
     "compose": ("first_image", "first_caption", "second_image", "second_caption", "target_image"),
-    "vqa": ("image", "question", "answer"),
-    "chat": (),
+    "vqa": ("image",),  # and `question` + `answer`, or `turns`
+    "chat": (),  # `turns`, or `user` + `assistant`
 }
-_LITERALS: dict[str, Any] = {"kind": Kind, "format": Format}
+_LITERALS: dict[str, Any] = {
+    "kind": Kind,
+    "format": Format,
+    "pairs": Literal["first", "all"],
+    "captions": Literal["first", "all"],
+}
 IMAGE_FIELDS = frozenset({"image", "source_image", "target_image", "first_image", "second_image"})
 ID_FIELD = "id"
+DEFAULT_MAX_CHARS = 4000
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-_DATASETS_DIR_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+
+_ONLY_WHEN_MAPPED = (ID_FIELD, "chain", "turn", "turns")
 
 
 class SourceSpec(BaseModel):
@@ -83,8 +113,15 @@ class SourceSpec(BaseModel):
     path: str = Field(min_length=1, description="file, folder, or Hugging Face dataset id")
     format: Format | None = Field(default=None, description="detected from path when left out")
     columns: dict[str, str] = Field(default_factory=dict, description="row field -> data column")
-    split: str = Field(default="train", description="split to read (hf only)")
-    subset: str | None = Field(default=None, description="dataset configuration name (hf only)")
+    split: str = Field(default="train", description="split to read from a folder or the Hub")
+    subset: str | None = Field(default=None, description="dataset configuration name")
+    image_root: str | None = Field(default=None, description="folder relative image paths use")
+    crop: dict[str, tuple[int, int, int, int]] = Field(
+        default_factory=dict, description="image field -> [left, top, right, bottom] in pixels"
+    )
+    max_chars: int = Field(default=DEFAULT_MAX_CHARS, ge=1, description="longest text field")
+    pairs: Literal["first", "all"] = Field(default="first", description="vqa from `turns`")
+    captions: Literal["first", "all"] = Field(default="first", description="coco captions")
     license: str | None = None
     attribution: str | None = None
 
@@ -93,11 +130,29 @@ class SourceSpec(BaseModel):
         return self.columns.get(field, field)
 
     def field_columns(self) -> dict[str, str]:
-        """Every field of this kind (and ``id`` when mapped) -> the column it is read from."""
-        out = {f: self.column(f) for f in KIND_FIELDS[self.kind]}
-        if ID_FIELD in self.columns:
-            out[ID_FIELD] = self.columns[ID_FIELD]
+        """Every field this source reads -> the column (path) it is read from. Optional fields
+        that only mean something when mapped (``id``, ``chain``/``turn``, a conversation's
+        ``turns`` for vqa) are left out unless mapped."""
+        out = {f: self.column(f) for f in KIND_FIELDS[self.kind] if f not in _ONLY_WHEN_MAPPED}
+        for name in _ONLY_WHEN_MAPPED:
+            if name in self.columns and name in (*KIND_FIELDS[self.kind], ID_FIELD):
+                out[name] = self.columns[name]
+        if self.kind == "chat":
+            out["turns"] = self.column("turns")
         return out
+
+    @property
+    def conversation(self) -> bool:
+        """Rows come from a conversation column (``turns``) rather than two fields."""
+        return self.kind == "chat" or (self.kind == "vqa" and "turns" in self.columns)
+
+    @property
+    def chained(self) -> bool:
+        return self.kind == "edit" and "chain" in self.columns
+
+    def image_folder(self, base_dir: Path) -> Path | None:
+        """``image_root`` resolved, or None (each data file's own folder is used)."""
+        return (base_dir / self.image_root).expanduser() if self.image_root else None
 
     def location(self, base_dir: Path) -> Path | str:
         """The local path this source reads, or the Hub id when it names a remote dataset."""
@@ -126,38 +181,6 @@ class SourcesFile(BaseModel):
 
     def of_kind(self, *kinds: str) -> list[SourceSpec]:
         return [s for s in self.sources if s.kind in kinds]
-
-
-def detect_format(path: str, base_dir: Path) -> Format:
-    """What a path holds, judged from its name and, for a folder, its files."""
-    local = (base_dir / path).expanduser()
-    if local.is_dir():
-        names = {p.name for p in local.iterdir()}
-        if names & set(_DATASETS_DIR_MARKERS):
-            return "hf"
-        files = [p for p in local.rglob("*") if p.is_file()]
-        if any(p.suffix.lower() in IMAGE_SUFFIXES for p in files):
-            return "imagefolder"
-        if files and all(p.suffix == ".parquet" for p in files if not p.name.startswith(".")):
-            return "parquet"
-        raise ValueError(
-            f"cannot tell what folder {path!r} holds (no images, no Parquet files, not saved by "
-            "`datasets`); set `format:` to parquet, jsonl, imagefolder or hf"
-        )
-    suffix = local.suffix.lower()
-    if suffix == ".parquet":
-        return "parquet"
-    if suffix in (".jsonl", ".ndjson"):
-        return "jsonl"
-    if not local.exists():
-        # `owner/name` is a Hub id, unless `owner` is a local folder: then it is a typo.
-        if _HUB_ID.match(path) and not (base_dir / path.split("/")[0]).exists():
-            return "hf"
-        raise ValueError(
-            f"path {path!r} does not exist (resolved to {local}); "
-            "for a Hugging Face Hub dataset id set `format: hf`"
-        )
-    raise ValueError(f"cannot tell the format of {path!r} from its name; set `format:`")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -211,20 +234,12 @@ def _resolve(
                 )
             )
         seen.setdefault(spec.name, i)
-        known = (*KIND_FIELDS[spec.kind], ID_FIELD)
-        for key in spec.columns:
-            if key not in known:
-                problems.append(
-                    (
-                        _line(root, ("sources", i, "columns", key), key=True),
-                        f"unknown column field {key!r} for kind {spec.kind} "
-                        f"(known: {', '.join(known)})",
-                    )
-                )
+        for loc, key, message in _check_spec(spec, base_dir):
+            problems.append((_line(root, ("sources", i, *loc), key=key), message))
         fmt = spec.format
         if fmt is None:
             try:
-                fmt = detect_format(spec.path, base_dir)
+                fmt = detect_format(spec.path, base_dir, spec.split, spec.subset)
             except ValueError as err:
                 problems.append((_line(root, ("sources", i, "path")), str(err)))
         local = (base_dir / spec.path).expanduser()
@@ -235,8 +250,73 @@ def _resolve(
                     f"path {spec.path!r} does not exist (resolved to {local})",
                 )
             )
+        if "captions" in spec.model_fields_set and fmt not in (None, "coco"):
+            problems.append(
+                (_line(root, ("sources", i, "captions"), key=True), "`captions` is for COCO files")
+            )
         resolved.append(spec.model_copy(update={"format": fmt}))
     return parsed.model_copy(update={"sources": resolved})
+
+
+def _check_spec(spec: SourceSpec, base_dir: Path) -> list[tuple[tuple[Any, ...], bool, str]]:
+    """(location in the source entry, whether the line is the key's, message) per mistake."""
+    out: list[tuple[tuple[Any, ...], bool, str]] = []
+    known = (*KIND_FIELDS[spec.kind], ID_FIELD)
+    for key, column in spec.columns.items():
+        if key not in known:
+            out.append(
+                (
+                    ("columns", key),
+                    True,
+                    f"unknown column field {key!r} for kind {spec.kind} (known: {', '.join(known)})",
+                )
+            )
+        try:
+            parse_path(column)
+        except ValueError as err:
+            out.append((("columns", key), False, str(err)))
+    if ("chain" in spec.columns) != ("turn" in spec.columns):
+        out.append((("columns",), False, "map both `chain` and `turn` (e.g. img_id, turn_index)"))
+    if spec.chained and ID_FIELD in spec.columns:
+        out.append(
+            (
+                ("columns", ID_FIELD),
+                True,
+                "a chained source names its rows <chain>#<turn>; remove `id`",
+            )
+        )
+    images = sorted(f for f in KIND_FIELDS[spec.kind] if f in IMAGE_FIELDS)
+    for key, (left, top, right, bottom) in spec.crop.items():
+        if key not in images:
+            out.append(
+                (
+                    ("crop", key),
+                    True,
+                    f"`crop` names {key!r}, not an image field of kind "
+                    f"{spec.kind} (image fields: {', '.join(images)})",
+                )
+            )
+        if not (0 <= left < right and 0 <= top < bottom):
+            out.append(
+                (
+                    ("crop", key),
+                    False,
+                    f"crop box {[left, top, right, bottom]} is not "
+                    "[left, top, right, bottom] with left < right and top < bottom",
+                )
+            )
+    if "pairs" in spec.model_fields_set and not (spec.kind == "vqa" and spec.conversation):
+        out.append((("pairs",), True, "`pairs` is for a vqa source that maps `turns`"))
+    folder = spec.image_folder(base_dir)
+    if folder is not None and not folder.is_dir():
+        out.append(
+            (
+                ("image_root",),
+                False,
+                f"image_root {spec.image_root!r} is not a folder (resolved to {folder})",
+            )
+        )
+    return out
 
 
 def _describe(error: Any, root: Any, data: Any) -> tuple[int, str]:

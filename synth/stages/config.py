@@ -89,6 +89,9 @@ class RunConfig(BaseModel):
     shard_index: int = Field(default=0, ge=0)
     cache_dir: Path | None = Field(default=None, description="default: <out>/.cache")
     shard_rows: int = Field(default=1000, ge=1, description="samples per Parquet shard")
+    row_group_rows: int | None = Field(
+        default=None, ge=1, description="samples per Parquet row group; None: the writer's default"
+    )
     progress: bool = True
     languages: dict[Language, float] = Field(
         default_factory=_both_languages,

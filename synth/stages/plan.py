@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 from synth.contract import DialogueSample, Reject
 from synth.shards import iter_samples
+from synth.sources import EditChain
 
 T = TypeVar("T")
 
@@ -64,14 +65,29 @@ def _has_source_caption(row: Any) -> bool:
     return bool(row.source_caption)
 
 
+def _is_chain(row: Any) -> bool:
+    return isinstance(row, EditChain)
+
+
+def _single_edit(row: Any) -> bool:
+    return not _is_chain(row)
+
+
+def _chain_or_captioned(row: Any) -> bool:
+    # A chain's first image is uploaded, and every later edit works on the turn before's
+    # output: no caption needed. A single edit generates its source image from its caption.
+    return _is_chain(row) or _has_source_caption(row)
+
+
 # What each source kind can feed in stage a (paper section 3.3). vqa and chat rows feed no
 # stage-a task: they are stage-b distractor material.
 RECIPES: tuple[Recipe, ...] = (
     Recipe("t_i_0_0", "t2i"),
     Recipe("t_i_t1_1", "t2i"),
-    Recipe("ti_i_0_0", "edit"),
-    # Turn 1 asks for the source image with caption2query, so the edit row needs its caption.
-    Recipe("t_i_i1_1", "edit", usable=_has_source_caption),
+    Recipe("ti_i_0_0", "edit", usable=_single_edit),
+    # Turn 1 asks for the source image with caption2query, so the edit row needs its caption;
+    # an edit chain (real consecutive edits of one session) is a multi-edit t_i_i1_1 as it is.
+    Recipe("t_i_i1_1", "edit", usable=_chain_or_captioned),
     Recipe("t_i_0_0", "subject"),
     Recipe("t_i_t1_1", "subject"),
     # "Draw them together" is answered with an image of both subjects: only a compose row,
@@ -147,8 +163,8 @@ class _SourcePlanner:
             stage="a",
             reason="plan:no-task-for-row",
             detail=f"{self.kind} row {row.row_id} of source {self.name!r}: no task enabled by "
-            f"the mix can use it (tasks of kind {self.kind}: {tasks}; t_i_i1_1 also needs a "
-            "source caption)",
+            f"the mix can use it (tasks of kind {self.kind}: {tasks}; t_i_i1_1 takes an edit "
+            "chain or an edit with a source caption)",
             source=self.name,
             source_row=str(row.row_id),
         )

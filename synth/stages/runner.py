@@ -18,6 +18,7 @@ import asyncio
 from collections import deque
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from itertools import islice
 from pathlib import Path
 from typing import Any, Protocol
@@ -116,12 +117,15 @@ async def run_shard(
 ) -> Manifest:
     assert cfg.out is not None
     check_same_run(cfg.out, cfg)
+    shard = ShardConfig(max_rows=cfg.shard_rows)
+    if cfg.row_group_rows is not None:
+        shard = replace(shard, row_group_rows=cfg.row_group_rows)
     writer = ShardWriter(
         cfg.out,
         part=cfg.shard_index,
         num_parts=cfg.num_shards,
         config=manifest_config,
-        shard=ShardConfig(max_rows=cfg.shard_rows),
+        shard=shard,
     )
     earlier = writer.manifest.summary
     counters = RunCounters(

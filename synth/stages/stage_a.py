@@ -12,7 +12,15 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from synth.contract import DialogueSample, Part, Reject
-from synth.sources import ComposeRow, EditRow, SourcesFile, SubjectRow, T2IRow, iter_source_rows
+from synth.sources import (
+    ComposeRow,
+    EditChain,
+    EditRow,
+    SourcesFile,
+    SubjectRow,
+    T2IRow,
+    iter_source_rows,
+)
 from synth.stages.config import Language, RunConfig
 from synth.stages.dialogue import Dialogue, Origin, StageContext, sample_id
 from synth.stages.plan import WorkItem, plan_stage_a
@@ -45,13 +53,30 @@ async def ti_i_0_0(ctx: StageContext, d: Dialogue, edit: EditRow) -> tuple[int, 
     return ()
 
 
-async def t_i_i1_1(ctx: StageContext, d: Dialogue, edit: EditRow) -> tuple[int, ...]:
+async def t_i_i1_1(ctx: StageContext, d: Dialogue, edit: EditRow | EditChain) -> tuple[int, ...]:
+    if isinstance(edit, EditChain):
+        return edit_chain(d, edit)
     query = await ctx.op("caption2query", {"caption": edit.source_caption})
     d.user(d.text(query.text, query.call))
     generated = d.assistant(d.output(edit.source_record()))
     d.user(d.text(edit.instruction))
     d.assistant(d.output(edit.target_record()))
     return (generated,)
+
+
+def edit_chain(d: Dialogue, chain: EditChain) -> tuple[int, ...]:
+    """Real consecutive edits (MagicBrush sessions): the user uploads the first image with the
+    first instruction, then each instruction edits the image the turn before produced. Every
+    text is the source's own; the final edit depends on the previous output (``t_i_i1_1``)."""
+    first, *rest = chain.steps
+    d.user(d.upload(first.source_record()), d.text(first.instruction))
+    previous = d.assistant(d.output(first.target_record()))
+    for step in rest:
+        d.user(d.text(step.instruction))
+        made = d.assistant(d.output(step.target_record()))
+        if step is not rest[-1]:
+            previous = made
+    return (previous,)
 
 
 async def t_i_in_1(ctx: StageContext, d: Dialogue, pair: ComposeRow) -> tuple[int, ...]:
@@ -132,6 +157,8 @@ class StageA:
         one from ``languages``."""
         if isinstance(item.row, EditRow):
             return detect_language(item.row.instruction)
+        if isinstance(item.row, EditChain):
+            return detect_language(" ".join(step.instruction for step in item.row.steps))
         langs = [k for k, w in self.cfg.languages.items() if w > 0]
         return ctx.rng.choices(langs, [self.cfg.languages[k] for k in langs])[0]
 

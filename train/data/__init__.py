@@ -5,7 +5,7 @@ tokenizer   load_tokenizer / ChatTokenizer: tokenizers.Tokenizer + structural to
 transforms  ViT and VAE image transforms (BAGEL's resize rule), patchify, grid position ids
 serialize   serialize_dialogue: one DialogueSample -> SerializedDialogue (layout + tensors)
 pack        pack: serialized dialogues -> PackedBatch; PackBuffer, the overflow buffer
-sampling    task weights (stage presets), row-group striding, per-row seeded RNG
+sampling    task weights (stage presets), the sharding rule, per-row seeded RNG
 loader      PackedLoader: Parquet row groups -> PackedBatch, resumable, with counters
 """
 

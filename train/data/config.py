@@ -72,6 +72,13 @@ class DataConfig(_Frozen):
         description="mixture: weights are target proportions of the stream (BAGEL's group "
         "weights); keep: a weight is the fraction of that task's rows kept",
     )
+    holdout: float = Field(
+        default=0.0,
+        ge=0,
+        lt=1,
+        description="fraction of sample ids held out for evaluation and never trained on "
+        "(train.data.sampling.held_out; `python -m train eval --holdout` reads the same ids)",
+    )
     seed: int = Field(default=0, ge=0)
     shuffle: bool = Field(default=True, description="shuffle row groups and rows each epoch")
     epochs: int | None = Field(default=None, description="None streams forever (epoch after epoch)")

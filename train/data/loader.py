@@ -2,7 +2,11 @@
 
 Readers. With ``num_workers = 0`` the rank is one reader working in-process. With ``n > 0`` it
 runs ``n`` readers in torch ``DataLoader`` worker processes (prefetching ``prefetch_factor``
-packs each); reader ``rank * n + w`` reads ``row_groups[rank * n + w :: world * n]``.
+packs each); reader ``rank * n + w`` of ``world * n`` reads its units by the one sharding rule
+of ``train.data.sampling``: ``row_groups[rank * n + w :: world * n]`` when there are at least
+as many row groups as readers, rows strided inside the row groups when there are fewer. Every
+reader needs a row: fewer rows than readers is refused when the loader is built, on every rank
+alike, so no rank is left waiting for another.
 
 Exact resume. Each pack travels with its reader's snapshot taken right after it was made, and
 the loader records the snapshot of the last pack *consumed*, so packs prefetched but never
@@ -33,7 +37,7 @@ from train.data.sampling import acceptance
 from train.data.source import Source
 from train.data.tokenizer import ChatTokenizer
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: a reader's position is a unit (row group or a part of one)
 
 
 class PackedLoader:
@@ -52,11 +56,12 @@ class PackedLoader:
         self.source = Source.open(files_or_dirs)
         self.per_rank = max(config.num_workers, 1)
         readers = self.world * self.per_rank
-        if len(self.source.row_groups) < readers:
+        if self.source.num_rows < readers:
             raise ValueError(
-                f"{len(self.source.row_groups)} row group(s) cannot feed {readers} readers "
-                f"({dp_world_size} ranks x {self.per_rank} workers); write smaller row groups "
-                "(ShardConfig.row_group_rows) or use fewer workers"
+                f"the data holds {self.source.num_rows} row(s), fewer than its {readers} readers "
+                f"({dp_world_size} data-parallel ranks x {self.per_rank} loader workers), and "
+                "each reader needs one; use fewer ranks (torchrun --nproc-per-node, grad_accum) "
+                "or data.overrides.num_workers, or train on more rows"
             )
         self.accept = (
             None

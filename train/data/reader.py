@@ -1,8 +1,11 @@
 """One reader's stream: its row groups -> kept, valid dialogues -> overflow buffer -> packs.
 
-A reader is one (rank, worker) pair. Its whole state is small and plain (JSON-able):
+A reader is one (rank, worker) pair; it reads its units (``train.data.sampling``: whole row
+groups, or strided parts of them when there are fewer row groups than readers) one at a time,
+holding the unit's rows as Arrow and making each a Python row only when it reads it. Its whole
+state is small and plain (JSON-able):
 
-    epoch, group, row     the next row to read: ``row`` of the ``group``-th of its row groups
+    epoch, unit, row      the next row to read: the ``row``-th of the ``unit``-th of its units
     buffer                addresses (epoch, file, row group, row) of the dialogues held back
     stats                 counters
 
@@ -14,18 +17,30 @@ buffered rows and continues with exactly the packs it would have produced.
 from __future__ import annotations
 
 import logging
-from collections import Counter
-from collections.abc import Iterator
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import Any
 
+import pyarrow as pa
 from PIL import Image
 
 from synth.contract import InvariantError, validate_row
 from train.batch import PackedBatch
 from train.data.config import DataConfig
 from train.data.pack import PackBuffer, pack
-from train.data.sampling import ACCEPT, ROW_ORDER, SERIALIZE, epoch_order, rng_for, stride
+from train.data.sampling import (
+    ACCEPT,
+    SERIALIZE,
+    Unit,
+    epoch_units,
+    held_out,
+    parts_per_group,
+    rng_for,
+    row_order,
+    stride,
+)
 from train.data.serialize import DialoguePlan, materialize, plan_dialogue
 from train.data.source import Source
 from train.data.tokenizer import ChatTokenizer
@@ -40,6 +55,7 @@ MAX_EXAMPLES = 16
 class LoaderStats:
     rows_read: int = 0
     sampled_out: int = 0
+    held_out: int = 0
     too_long: int = 0
     corrupt: dict[str, int] = field(default_factory=dict)
     corrupt_examples: list[str] = field(default_factory=list)
@@ -67,7 +83,7 @@ class LoaderStats:
         total = cls()
         corrupt: Counter[str] = Counter()
         for s in many:
-            for name in ("rows_read", "sampled_out", "too_long", "dialogues", "packs"):
+            for name in ("rows_read", "sampled_out", "held_out", "too_long", "dialogues", "packs"):
                 setattr(total, name, getattr(total, name) + getattr(s, name))
             total.real_tokens += s.real_tokens
             total.capacity_tokens += s.capacity_tokens
@@ -82,6 +98,22 @@ class LoaderStats:
 class _Held:
     address: Address
     plan: DialoguePlan
+
+
+class _Rows:
+    """Rows of one row group, read as Arrow when the first is asked for (a reader resumed at
+    the end of a unit reads nothing); each becomes a Python row when it is asked for."""
+
+    def __init__(self, source: Source, file: int, group: int, rows: Sequence[int]):
+        self.source, self.file, self.group = source, file, group
+        self.index = {r: i for i, r in enumerate(sorted(rows))}
+
+    @cached_property
+    def table(self) -> pa.Table:
+        return self.source.read_rows(self.file, self.group, list(self.index))
+
+    def __getitem__(self, row: int) -> dict[str, Any]:
+        return self.table.slice(self.index[row], 1).to_pylist()[0]
 
 
 class ReaderStream:
@@ -103,58 +135,65 @@ class ReaderStream:
         self.buffer: PackBuffer[_Held] = PackBuffer(
             cfg.pack_tokens, cfg.buffer_size, lambda h: h.plan.num_tokens
         )
+        self.parts = parts_per_group([n for _, _, n in source.sized_groups], readers)
+        self._drawn_out = 0  # rows of this epoch dropped by a task weight's draw (p > 0)
         state = state or {}
-        self.epoch, self.group, self.row = (state.get(k, 0) for k in ("epoch", "group", "row"))
+        self.epoch, self.unit, self.row = (state.get(k, 0) for k in ("epoch", "unit", "row"))
         self.stats = LoaderStats(**state.get("stats", {}))
-        cache: dict[tuple[int, int], list[dict[str, Any]]] = {}
-        for epoch, f, g, r in state.get("buffer", []):
-            rows = cache.setdefault((f, g), source.read_group(f, g))
-            held = self._admit(rows[r], (epoch, f, g, r), count=False)
+        buffered: list[Address] = [(e, f, g, r) for e, f, g, r in state.get("buffer", [])]
+        wanted: dict[tuple[int, int], set[int]] = defaultdict(set)
+        for _, f, g, r in buffered:
+            wanted[f, g].add(r)
+        rows = {(f, g): _Rows(source, f, g, sorted(wanted[f, g])) for f, g in wanted}
+        for epoch, f, g, r in buffered:
+            held = self._admit(rows[f, g][r], (epoch, f, g, r), count=False)
             assert held is not None, f"buffered row {(epoch, f, g, r)} no longer serializes"
             self.buffer.items.append(held)
 
     def snapshot(self) -> dict[str, Any]:
         return {
             "epoch": self.epoch,
-            "group": self.group,
+            "unit": self.unit,
             "row": self.row,
             "buffer": [list(h.address) for h in self.buffer.items],
             "stats": self.stats.as_dict(),
         }
 
-    def _groups(self, epoch: int) -> list[tuple[int, int]]:
-        groups = self.source.row_groups
-        order = epoch_order(len(groups), self.cfg.seed, epoch, self.cfg.shuffle)
-        return stride([groups[i] for i in order], self.reader, self.readers)
+    def _units(self, epoch: int) -> list[Unit]:
+        cfg = self.cfg
+        units = epoch_units(self.source.sized_groups, self.parts, cfg.seed, epoch, cfg.shuffle)
+        return stride(units, self.reader, self.readers)
 
     def __iter__(self) -> Iterator[PackedBatch]:
         cfg = self.cfg
         while cfg.epochs is None or self.epoch < cfg.epochs:
-            admitted, whole_epoch = 0, self.group == 0 and self.row == 0
-            groups = self._groups(self.epoch)
-            while self.group < len(groups):
-                f, g = groups[self.group]
-                rows = self.source.read_group(f, g)
-                order = list(range(len(rows)))
-                if cfg.shuffle:
-                    rng_for(cfg.seed, ROW_ORDER, self.epoch, f, g).shuffle(order)
-                while self.row < len(rows):
+            # A reader that kept nothing in a whole epoch would loop forever; rows dropped only by
+            # the draw of a task weight could be kept next epoch, so they do not count as hopeless.
+            whole_epoch = self.unit == 0 and self.row == 0
+            admitted = self._drawn_out = 0
+            units = self._units(self.epoch)
+            while self.unit < len(units):
+                unit = units[self.unit]
+                order = row_order(unit, cfg.seed, self.epoch, cfg.shuffle)
+                rows = _Rows(self.source, unit.file, unit.group, order[self.row :])
+                while self.row < len(order):
                     r = order[self.row]
                     self.row += 1
-                    held = self._admit(rows[r], (self.epoch, f, g, r), count=True)
+                    address = (self.epoch, unit.file, unit.group, r)
+                    held = self._admit(rows[r], address, count=True)
                     if held is None:
                         continue
                     admitted += 1
                     chosen = self.buffer.push(held)
                     if chosen is not None:
                         yield self._emit(chosen)
-                self.group, self.row = self.group + 1, 0
-            if whole_epoch and admitted == 0 and not self.buffer.items:
+                self.unit, self.row = self.unit + 1, 0
+            if whole_epoch and admitted == 0 and not self._drawn_out and not self.buffer.items:
                 raise ValueError(
                     f"reader {self.reader}/{self.readers} kept no dialogue in epoch {self.epoch} "
                     f"({self.stats.as_dict()}); check task_weights, max_dialogue_tokens and the data"
                 )
-            self.epoch, self.group = self.epoch + 1, 0
+            self.epoch, self.unit = self.epoch + 1, 0
         while self.buffer.items:
             yield self._emit(self.buffer.take())
 
@@ -163,10 +202,14 @@ class ReaderStream:
         epoch, f, g, r = address
         stats = self.stats if count else LoaderStats()
         stats.rows_read += 1
+        if self.cfg.holdout and held_out(str(row.get("sample_id")), self.cfg.holdout):
+            stats.held_out += 1  # the evaluation split: never trained on
+            return None
         if self.accept is not None:
             p = self.accept.get(str(row.get("task")))
             if p is not None and rng_for(self.cfg.seed, ACCEPT, epoch, f, g, r).random() >= p:
                 stats.sampled_out += 1
+                self._drawn_out += p > 0
                 return None
         where = f"{self.source.files[f].name} group {g} row {r}"
         try:

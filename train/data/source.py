@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from synth.shards import sample_files
@@ -58,6 +59,13 @@ class Source:
     def row_groups(self) -> list[tuple[int, int]]:
         return [(f, g) for f, groups in enumerate(self.rows_per_group) for g in range(len(groups))]
 
+    @cached_property
+    def sized_groups(self) -> list[tuple[int, int, int]]:
+        """(file, group, rows) of every row group, in file order."""
+        return [
+            (f, g, n) for f, groups in enumerate(self.rows_per_group) for g, n in enumerate(groups)
+        ]
+
     @property
     def num_rows(self) -> int:
         return sum(sum(groups) for groups in self.rows_per_group)
@@ -77,3 +85,11 @@ class Source:
     def read_group(self, file: int, group: int) -> list[dict[str, Any]]:
         table = pq.ParquetFile(self.files[file]).read_row_group(group)
         return table.to_pylist()
+
+    def read_rows(self, file: int, group: int, rows: Collection[int]) -> pa.Table:
+        """Rows ``rows`` of one row group as Arrow, in ascending row order; the group's other
+        rows are dropped as soon as it is read."""
+        table = pq.ParquetFile(self.files[file]).read_row_group(group)
+        if len(rows) == table.num_rows:
+            return table
+        return table.take(pa.array(sorted(rows), type=pa.int64()))

@@ -15,13 +15,14 @@ Checkpoints in BAGEL's released layout: ``train.model.bagel_adapter``.
 
 from train.model.config import LLMConfig, ModelConfig, VAEConfig, ViTConfig
 from train.model.losses import LossTerms, reduce_losses
-from train.model.model import ChatUMM
+from train.model.model import ChatUMM, TokenLosses
 
 __all__ = [
     "ChatUMM",
     "LLMConfig",
     "LossTerms",
     "ModelConfig",
+    "TokenLosses",
     "VAEConfig",
     "ViTConfig",
     "reduce_losses",

@@ -7,7 +7,8 @@ A mask is built once per batch (outside the layers, STYLE practice 13) from a ``
 * ``"flex"``: a ``BlockMask`` and FlexAttention, compiled on CUDA (the training path). The block
   mask is built with ``_compile=True`` on CUDA so a 64k-token mask never materialises densely.
 
-Shapes: q ``[L, H, Dh]``, k/v ``[L, G, Dh]`` (G key/value heads, grouped-query attention).
+Shapes: q ``[L, H, Dh]``, k/v ``[L, G, Dh]`` (G key/value heads, grouped-query attention). At
+inference the keys also hold a KV cache: k/v ``[K, G, Dh]`` and a dense ``[L, K]`` mask.
 """
 
 from __future__ import annotations
@@ -77,6 +78,11 @@ def attend(
     q, k, v = (t.transpose(0, 1).unsqueeze(0) for t in (q_LHD, k_LGD, v_LGD))
     gqa = q.shape[1] != k.shape[1]
     if mask.backend == "sdpa":
+        if gqa and q.device.type == "cuda":
+            # With a mask, SDPA's GQA path runs the math kernel, which materialises the [H, L, K]
+            # scores in fp32; expanded key/value heads keep the memory-efficient kernel.
+            k, v = (t.repeat_interleave(q.shape[1] // k.shape[1], dim=1) for t in (k, v))
+            gqa = False
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.dense_LL, enable_gqa=gqa)
     else:
         if q.device.type == "cuda" and torch.compiler.is_compiling():

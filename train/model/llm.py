@@ -7,14 +7,20 @@ one attention over the whole packed sequence is shared. Tokens are hard-routed b
 ``expert_ids_L`` through ``ExpertRouting.apply`` -- the only place that knows about experts
 (STYLE practice 11): gather each expert's tokens, run the expert, put the results back.
 
-Shape suffixes: L tokens, D model width, H query heads, G key/value heads, Dh head width,
-E experts, V vocabulary.
+At inference (``train/infer``) the same layers run new tokens against a KV cache: each layer
+hands its new rotated keys and values to a ``LayerKV`` and attends over what it returns (the
+cached context followed by the new tokens); the mask then has one row per new token and one
+column per key. Training passes no cache.
+
+Shape suffixes: L tokens, K keys (cached + new), D model width, H query heads, G key/value
+heads, Dh head width, E experts, V vocabulary.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -100,6 +106,15 @@ class ExpertRouting:
         return tuple(torch.cat(parts)[self.restore_L] for parts in zip(*outs, strict=True))
 
 
+class LayerKV(Protocol):
+    """One decoder layer's view of a KV cache (implemented by ``train.infer.cache``)."""
+
+    def extend(self, k_LGD: torch.Tensor, v_LGD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keep the new tokens' rotated keys and values; return the keys and values they attend
+        over, [K, G, Dh]: the cached ones, then these."""
+        ...
+
+
 class Expert(nn.Module):
     """One expert's weights in one decoder layer."""
 
@@ -142,10 +157,14 @@ class DecoderLayer(nn.Module):
         routing: ExpertRouting,
         rope: tuple[torch.Tensor, torch.Tensor],
         mask: AttentionMask,
+        kv: LayerKV | None = None,
     ) -> torch.Tensor:
-        q_LHD, k_LGD, v_LGD = routing.apply_multi(self.experts, Expert.qkv, x_LD)
+        q_LHD, k_KGD, v_KGD = routing.apply_multi(self.experts, Expert.qkv, x_LD)
         cos, sin = rope
-        attn_LHD = attend(apply_rope(q_LHD, cos, sin), apply_rope(k_LGD, cos, sin), v_LGD, mask)
+        q_LHD, k_KGD = apply_rope(q_LHD, cos, sin), apply_rope(k_KGD, cos, sin)
+        if kv is not None:
+            k_KGD, v_KGD = kv.extend(k_KGD, v_KGD)
+        attn_LHD = attend(q_LHD, k_KGD, v_KGD, mask)
         x_LD = x_LD + routing.apply(self.experts, Expert.out, attn_LHD.flatten(1))
         return x_LD + routing.apply(self.experts, Expert.ffn, x_LD)
 
@@ -179,9 +198,11 @@ class MoTDecoder(nn.Module):
         routing: ExpertRouting,
         position_ids_L: torch.Tensor,
         mask: AttentionMask,
+        kv: Sequence[LayerKV] | None = None,
     ) -> torch.Tensor:
-        """Final hidden states [L, D] (after each expert's final norm)."""
+        """Final hidden states [L, D] (after each expert's final norm); ``kv``: one cache view
+        per layer, at inference."""
         rope = rope_cos_sin(self.inv_freq, position_ids_L, x_LD.dtype)
-        for layer in self.layers:
-            x_LD = layer(x_LD, routing, rope, mask)
+        for i, layer in enumerate(self.layers):
+            x_LD = layer(x_LD, routing, rope, mask, None if kv is None else kv[i])
         return routing.apply(self.norms, lambda norm, x: norm(x), x_LD)

@@ -15,10 +15,14 @@ losses only. Parallelism, activation checkpointing and compile are applied from 
 3. Run the MoT decoder (tokens hard-routed by ``expert_ids_L``).
 4. Losses (``LossTerms``, sums and counts): CE of ``lm_head`` at ``ce_index_C`` against
    ``ce_labels_C``; MSE of ``llm2vae`` at the latent tokens with t > 0 against the velocity
-   ``noise - x0``, averaged over the latent channels per token.
+   ``noise - x0``, averaged over the latent channels per token. ``token_losses`` returns the
+   same terms per token (``TokenLosses``), with the noise optionally given, for evaluation.
 
 As in BAGEL, all VAE images of the batch are zero-padded to the largest and encoded as one batch
 (so latents, and the RNG draws, match BAGEL's training exactly).
+
+Inference (``train.infer``) builds its token chunks from the same public pieces: ``embed_vit``,
+``embed_latents``, ``latent_tokens`` / ``decode_latent_tokens``, and ``llm`` with a KV cache.
 """
 
 from __future__ import annotations
@@ -63,6 +67,20 @@ class Latents:
         return self.noise_MC - self.clean_MC
 
 
+@dataclass
+class TokenLosses:
+    """The unreduced losses of one batch: ``forward`` sums them into ``LossTerms``."""
+
+    logits_CV: torch.Tensor
+    """float32 LM-head logits at ``ce_index_C``."""
+    ce_C: torch.Tensor
+    """Cross-entropy of each CE position against ``ce_labels_C``."""
+    has_mse_M: torch.Tensor
+    """bool. Latent tokens with t > 0 (noised images): the ones with a flow-matching loss."""
+    mse_K: torch.Tensor
+    """MSE (mean over the latent channels) of each latent token where ``has_mse_M``, in order."""
+
+
 class ChatUMM(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -100,29 +118,43 @@ class ChatUMM(nn.Module):
             nn.init.zeros_(param)
 
     def forward(self, batch: PackedBatch, attention: Literal["sdpa", "flex"] = "sdpa") -> LossTerms:
-        hidden_LD, latents = self.hidden_states(batch, attention)
-
-        logits_CV = self.llm.lm_head(hidden_LD[batch.ce_index_C]).float()
-        ce_sum = F.cross_entropy(logits_CV, batch.ce_labels_C, reduction="sum")
-
-        has_mse_M = latents.t_M > 0
-        pred_MC = self.llm2vae(hidden_LD[batch.vae_index_M[has_mse_M]]).float()
-        target_MC = latents.velocity_MC[has_mse_M]
-        mse_sum = (pred_MC - target_MC).pow(2).mean(dim=-1).sum()
-
+        terms = self.token_losses(batch, attention)
         return LossTerms(
-            ce_sum=ce_sum,
+            ce_sum=terms.ce_C.sum(),
             ce_tokens=torch.tensor(
-                float(batch.ce_index_C.numel()), dtype=torch.float32, device=ce_sum.device
+                float(batch.ce_index_C.numel()), dtype=torch.float32, device=terms.ce_C.device
             ),
-            mse_sum=mse_sum,
-            mse_tokens=has_mse_M.sum().to(torch.float32),
+            mse_sum=terms.mse_K.sum(),
+            mse_tokens=terms.has_mse_M.sum().to(torch.float32),
         )
 
+    def token_losses(
+        self,
+        batch: PackedBatch,
+        attention: Literal["sdpa", "flex"] = "sdpa",
+        noise_MC: torch.Tensor | None = None,
+    ) -> TokenLosses:
+        """The losses of every supervised token, unreduced (``forward`` sums them; evaluation
+        reads them per dialogue). ``noise_MC`` replaces the flow-matching noise draw."""
+        hidden_LD, latents = self.hidden_states(batch, attention, noise_MC)
+
+        logits_CV = self.llm.lm_head(hidden_LD[batch.ce_index_C]).float()
+        ce_C = F.cross_entropy(logits_CV, batch.ce_labels_C, reduction="none")
+
+        has_mse_M = latents.t_M > 0
+        pred_KC = self.llm2vae(hidden_LD[batch.vae_index_M[has_mse_M]]).float()
+        target_KC = latents.velocity_MC[has_mse_M]
+        mse_K = (pred_KC - target_KC).pow(2).mean(dim=-1)
+        return TokenLosses(logits_CV=logits_CV, ce_C=ce_C, has_mse_M=has_mse_M, mse_K=mse_K)
+
     def hidden_states(
-        self, batch: PackedBatch, attention: Literal["sdpa", "flex"] = "sdpa"
+        self,
+        batch: PackedBatch,
+        attention: Literal["sdpa", "flex"] = "sdpa",
+        noise_MC: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, Latents]:
-        """Final hidden states [L, D] of the packed sequence, and the latents it was built from."""
+        """Final hidden states [L, D] of the packed sequence, and the latents it was built from
+        (``noise_MC``: the noise of every latent token; default a draw from the caller's RNG)."""
         _check_batch(batch, self.config)
         device = batch.position_ids_L.device
         seq_mask = AttentionMask.build(
@@ -134,49 +166,98 @@ class ChatUMM(nn.Module):
         x_LD = text_LD.new_zeros(batch.seq_len, text_LD.shape[-1])
         x_LD = x_LD.index_put((batch.text_index_N,), text_LD)
 
-        vit_LD = self._embed_vit(batch, attention)
+        vit_LD = self.embed_vit(
+            batch.vit_patches_PD, batch.vit_position_ids_P, batch.vit_seqlens_V, attention
+        )
         x_LD = x_LD.index_put((batch.vit_index_P,), vit_LD.to(x_LD.dtype))
 
-        latents = self._latents(batch)
+        latents = self._latents(batch, noise_MC)
         t_M = latents.t_M[:, None]
         noised_MC = (1 - t_M) * latents.clean_MC + t_M * latents.noise_MC
-        latent_LD = (
-            self.vae2llm(noised_MC.to(self.vae2llm.weight.dtype))
-            + self.time_embedder(latents.t_I)[latents.image_M]
-            + self.latent_pos_embed(batch.latent_position_ids_M).to(x_LD.dtype)
+        latent_LD = self.embed_latents(
+            noised_MC, latents.t_I, latents.image_M, batch.latent_position_ids_M
         )
         x_LD = x_LD.index_put((batch.vae_index_M,), latent_LD.to(x_LD.dtype))
 
         routing = ExpertRouting.from_expert_ids(batch.expert_ids_L)
         return self.llm(x_LD, routing, batch.position_ids_L, seq_mask), latents
 
-    def _embed_vit(self, batch: PackedBatch, attention: Literal["sdpa", "flex"]) -> torch.Tensor:
-        """ViT tokens in LLM space, [P, D]."""
-        seqlens_V = batch.vit_seqlens_V.long()
+    # --- the embedders of the image token kinds (shared by training and inference) ------------
+    def embed_vit(
+        self,
+        patches_PD: torch.Tensor,
+        position_ids_P: torch.Tensor,
+        seqlens_V: torch.Tensor,
+        attention: Literal["sdpa", "flex"] = "sdpa",
+    ) -> torch.Tensor:
+        """ViT tokens in LLM space, [P, D]; each of the V images attends only to itself."""
+        seqlens_V = seqlens_V.long()
         image_ids_P = torch.repeat_interleave(
             torch.arange(seqlens_V.numel(), device=seqlens_V.device), seqlens_V
         )
         vit_mask = AttentionMask.build(
             same_segment_mask_mod(image_ids_P), image_ids_P.numel(), attention, seqlens_V.device
         )
-        features_PD = self.vit(batch.vit_patches_PD, batch.vit_position_ids_P, vit_mask)
+        features_PD = self.vit(patches_PD, position_ids_P, vit_mask)
         tokens_PD = self.connector(features_PD)
-        return tokens_PD + self.vit_pos_embed(batch.vit_position_ids_P).to(tokens_PD.dtype)
+        return tokens_PD + self.vit_pos_embed(position_ids_P).to(tokens_PD.dtype)
 
-    def _latents(self, batch: PackedBatch) -> Latents:
+    def embed_latents(
+        self,
+        x_MC: torch.Tensor,
+        t_I: torch.Tensor,
+        image_M: torch.Tensor,
+        position_ids_M: torch.Tensor,
+    ) -> torch.Tensor:
+        """Latent tokens x_t in LLM space, [M, D]: ``vae2llm(x_t) + time(t) + position``, with
+        ``t_I`` per image and ``image_M`` the image of each token."""
+        tokens_MD = self.vae2llm(x_MC.to(self.vae2llm.weight.dtype))
+        tokens_MD = tokens_MD + self.time_embedder(t_I)[image_M]
+        return tokens_MD + self.latent_pos_embed(position_ids_M).to(tokens_MD.dtype)
+
+    def latent_tokens(self, images: list[torch.Tensor]) -> torch.Tensor:
+        """Clean latent tokens x0 of ``images`` ([3, H, W] in [-1, 1]), [M, C] float32, images
+        in order: the VAE posterior (sampled in train mode, its mean in eval), each 2x2 patch
+        flattened in (p, p, c) order, patches row-major."""
+        p, z, stride = (
+            self.config.latent_patch_size,
+            self.config.vae.z_channels,
+            self.config.image_stride,
+        )
+        tokens = []
+        for latent, img in zip(self._encode(images), images, strict=True):
+            h, w = img.shape[1] // stride, img.shape[2] // stride
+            patches = latent[:, : h * p, : w * p].reshape(z, h, p, w, p)
+            tokens.append(patches.permute(1, 3, 2, 4, 0).reshape(h * w, p * p * z))
+        return torch.cat(tokens)
+
+    def decode_latent_tokens(self, x_MC: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+        """The inverse of ``latent_tokens`` for one image: [3, H, W] pixels (about [-1, 1])."""
+        p, z = self.config.latent_patch_size, self.config.vae.z_channels
+        latent = x_MC.reshape(rows, cols, p, p, z).permute(4, 0, 2, 1, 3)
+        latent = latent.reshape(1, z, rows * p, cols * p)
+        weight = self.vae.decoder.conv_in.weight
+        with torch.no_grad(), torch.autocast(weight.device.type, enabled=False):
+            return self.vae.decode(latent.to(weight.dtype))[0].float()
+
+    def _latents(self, batch: PackedBatch, noise_MC: torch.Tensor | None = None) -> Latents:
         cfg = self.config
         device = batch.position_ids_L.device
-        p, z, stride = cfg.latent_patch_size, cfg.vae.z_channels, cfg.image_stride
+        stride = cfg.image_stride
         grid = [(img.shape[1] // stride, img.shape[2] // stride) for img in batch.vae_images]
         if batch.vae_images:
-            tokens = []
-            for latent, (h, w) in zip(self._encode(batch.vae_images), grid, strict=True):
-                patches = latent[:, : h * p, : w * p].reshape(z, h, p, w, p)
-                tokens.append(patches.permute(1, 3, 2, 4, 0).reshape(h * w, p * p * z))
-            clean_MC = torch.cat(tokens)
+            clean_MC = self.latent_tokens(batch.vae_images)
         else:
             clean_MC = torch.zeros(0, cfg.latent_dim, device=device)
-        noise_MC = torch.randn_like(clean_MC)
+        if noise_MC is None:
+            noise_MC = torch.randn_like(clean_MC)
+        elif noise_MC.shape != clean_MC.shape:
+            raise ValueError(
+                f"noise_MC has shape {tuple(noise_MC.shape)}; the batch's latents are "
+                f"{tuple(clean_MC.shape)} (latent tokens x latent channels)"
+            )
+        else:
+            noise_MC = noise_MC.to(clean_MC)
         s = cfg.timestep_shift
         t_I = torch.sigmoid(batch.timestep_logits_I.float())
         t_I = s * t_I / (1 + (s - 1) * t_I)
