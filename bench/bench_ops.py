@@ -224,7 +224,7 @@ def _wire(backend: str, url: str, n: int) -> tuple[str, dict[str, str], list[byt
     from ops.engine.gemini_backend import API_VERSION, request_body, thinking_budget
 
     budget = thinking_budget(MODEL[backend], None)
-    bodies = [orjson.dumps(request_body(r, budget)) for r in requests]
+    bodies = [orjson.dumps(request_body(r, budget, MODEL[backend])) for r in requests]
     headers = {"Content-Type": "application/json", "x-goog-api-key": "bench-key"}
     return f"{url}/{API_VERSION}/models/{MODEL[backend]}:generateContent", headers, bodies
 

@@ -109,6 +109,23 @@ def test_thinking_budget_is_sent_spent_counted_and_priced(
     )
 
 
+def test_a_dynamic_budget_leaves_room_for_the_most_the_model_may_think(
+    gemini: FakeGemini, tmp_path: Path
+) -> None:
+    config = _config(gemini, tmp_path, thinking_budget=-1)
+
+    async def run() -> None:
+        async with _engine(config, "http") as engine:
+            response = await engine.complete(_request(0))
+            assert response.finish_reason == "stop" and 300 <= response.thinking_tokens <= 1500
+
+    asyncio.run(run())
+    generation = gemini.log[0].body["generationConfig"]
+    assert isinstance(generation, dict)
+    assert generation["thinkingConfig"] == {"thinkingBudget": -1}
+    assert generation["maxOutputTokens"] == 64 + 32768  # 2.5 Pro's largest budget
+
+
 def test_a_budget_the_model_refuses_is_an_error_before_any_request(gemini: FakeGemini) -> None:
     with pytest.raises(ValueError, match=r"gemini-2.5-pro always thinks.*128-32768"):
         GeminiBackend(EngineConfig(backend="gemini", model="gemini-2.5-pro", thinking_budget=0))

@@ -95,14 +95,23 @@ def thinking_budget(model: str, requested: int | None) -> int | None:
     return requested
 
 
-def request_body(request: LLMRequest, budget: int | None) -> dict[str, Any]:
+def thinking_room(model: str, budget: int | None) -> int:
+    """Output tokens to leave for thinking on top of the answer's: the budget, or for a dynamic
+    budget (-1) the most the family may think (unused tokens are not billed)."""
+    if budget != -1:
+        return budget or 0
+    family = next((t for prefix, t in THINKING if model.startswith(prefix)), None)
+    return family.high if family is not None else 8192
+
+
+def request_body(request: LLMRequest, budget: int | None, model: str = "") -> dict[str, Any]:
     """A generateContent body: the system messages as the system instruction, the rest as
     contents; ``maxOutputTokens`` leaves room for the answer after the thinking."""
     p = request.params
     config: dict[str, Any] = {
         "temperature": p.temperature,
         "topP": p.top_p,
-        "maxOutputTokens": p.max_tokens + max(budget or 0, 0),
+        "maxOutputTokens": p.max_tokens + thinking_room(model, budget),
         "seed": p.seed + 1_000_003 * p.attempt,  # a new attempt is a new sample
     }
     if budget is not None:
@@ -193,7 +202,7 @@ class GeminiBackend:
     async def complete(self, request: LLMRequest) -> LLMResponse:
         if self._post is None:
             return await self._complete_sdk(request)
-        answer = await self._post.post(orjson.dumps(request_body(request, self.budget)))
+        answer = await self._post.post(orjson.dumps(request_body(request, self.budget, self.model)))
         if answer.status != 200:
             try:
                 error = orjson.loads(answer.body)
@@ -216,7 +225,7 @@ class GeminiBackend:
         try:
             client = self._sdk_client()
             out = await client.aio.models.generate_content(
-                model=self.model, contents=request_body(request, self.budget)["contents"],
+                model=self.model, contents=request_body(request, self.budget, self.model)["contents"],
                 config=self._sdk_config(request),
             )  # fmt: skip
         except errors.APIError as exc:
@@ -247,7 +256,7 @@ class GeminiBackend:
         from google.genai import types
 
         system = "\n\n".join(m.content for m in request.messages if m.role == "system")
-        generation = request_body(request, self.budget)["generationConfig"]
+        generation = request_body(request, self.budget, self.model)["generationConfig"]
         return types.GenerateContentConfig(
             system_instruction=system or None,
             temperature=generation["temperature"],
