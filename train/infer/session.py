@@ -47,6 +47,7 @@ from train.infer.context import Context, ImageTokens
 from train.infer.flow import generate_latents
 from train.infer.load import Assets, load_assets
 from train.infer.options import ImageOptions, TextOptions
+from train.infer.progress import DenoisingStep, ImageDrawn, OnProgress, TextSoFar
 from train.infer.text import generate_text_part
 
 Mode = Literal["auto", "image", "text"]
@@ -120,8 +121,18 @@ class Chat:
         self.add_user(text, images)
         return self.reply(mode=mode, image=image)
 
-    def add_user(self, text: str | None = None, images: Sequence[ImageInput] = ()) -> None:
-        parts = [Part.of_image(self._take_image(img, "upload"), "upload") for img in images]
+    def add_user(
+        self, text: str | None = None, images: Sequence[ImageInput] = (), refs: Sequence[int] = ()
+    ) -> None:
+        """A user turn: the session's images at indices ``refs`` shown again (an image of the
+        history to edit), then the new ``images``, then ``text``."""
+        for index in refs:
+            if not 0 <= index < len(self.images):
+                raise ValueError(
+                    f"image {index} is not in this conversation (it holds {len(self.images)})"
+                )
+        parts = [Part.of_image(index, "upload") for index in refs]
+        parts += [Part.of_image(self._take_image(img, "upload"), "upload") for img in images]
         if text:
             parts.append(Part.of_text(text))
         if not parts:
@@ -159,8 +170,16 @@ class Chat:
         for turn in sample.turns[:stop]:
             self.add_turn(turn, sample.images)
 
-    def reply(self, *, mode: Mode = "auto", image: ImageOptions | None = None) -> Reply:
-        """Generate the assistant turn that follows the context."""
+    def reply(
+        self,
+        *,
+        mode: Mode = "auto",
+        image: ImageOptions | None = None,
+        on_progress: OnProgress | None = None,
+    ) -> Reply:
+        """Generate the assistant turn that follows the context; ``on_progress`` hears of each
+        token and flow step as it comes (``train.infer.progress``)."""
+        report = on_progress or _ignore
         if not self.turns or self.turns[-1].role != "user":
             raise ValueError("the assistant answers a user turn: add one first (add_user / send)")
         parts: list[Part] = []
@@ -169,12 +188,12 @@ class Chat:
         while (segment := self._next_segment(last, mode, len(parts))) != "end":
             if segment == "image":
                 if self.think and not drawn:
-                    parts.append(Part.of_text(self._generate_text(plan=True)))
-                picture = self._draw(image)
+                    parts.append(Part.of_text(self._generate_text(True, len(parts), report)))
+                picture = self._draw(image, len(parts), report)
                 drawn.append(picture)
                 parts.append(Part.of_image(self._take_image(picture, "output"), "output"))
             else:
-                parts.append(Part.of_text(self._generate_text(plan=False)))
+                parts.append(Part.of_text(self._generate_text(False, len(parts), report)))
             last = segment
         self.ctx.add_tokens([self.special.end_of_turn])
         turn = Turn(role="assistant", parts=tuple(parts))
@@ -227,25 +246,30 @@ class Chat:
         self.ctx.mark_text_condition()
         self.ctx.add_tokens([sp.im_start, *self.assets.tokenizer.encode(text), sp.im_end])
 
-    def _generate_text(self, plan: bool) -> str:
+    def _generate_text(self, plan: bool, part: int, report: OnProgress) -> str:
         """A text part decoded into the context. A plan is no condition of the text-CFG branch
         and stays out of the image-CFG branch (BAGEL's think mode)."""
         if not plan:
             self.ctx.mark_text_condition()
-        sp = self.special
+        sp, decode = self.special, self.assets.tokenizer.decode
         ids = generate_text_part(
-            self.ctx, sp.im_start, sp.im_end, self.text_options, self.generator, text_only=not plan
-        )
-        return self.assets.tokenizer.decode(ids)
+            self.ctx, sp.im_start, sp.im_end, self.text_options, self.generator,
+            text_only=not plan, on_token=lambda so_far: report(TextSoFar(part, decode(so_far))),
+        )  # fmt: skip
+        return decode(ids)
 
-    def _draw(self, options: ImageOptions | None) -> Image.Image:
+    def _draw(self, options: ImageOptions | None, part: int, report: OnProgress) -> Image.Image:
         opts = options or ImageOptions.for_context(bool(self.ctx.image_sizes), self.image_overrides)
         rows, cols = self._grid(opts.size)
         model = self.assets.model
         noise_MC = torch.randn(rows * cols, model.config.latent_dim, generator=self.generator)
-        latents_MC = generate_latents(self.ctx, (rows, cols), noise_MC, opts)
+        latents_MC = generate_latents(
+            self.ctx, (rows, cols), noise_MC, opts,
+            on_step=lambda done, total: report(DenoisingStep(part, done, total)),
+        )  # fmt: skip
         pixels = model.decode_latent_tokens(latents_MC, rows, cols)
         picture = to_pil(pixels)
+        report(ImageDrawn(part, picture))
         self.ctx.add_image(self._image_tokens(picture, latents_MC))
         return picture
 
@@ -315,6 +339,10 @@ class Chat:
                 return i
         self.images.append(record)
         return len(self.images) - 1
+
+
+def _ignore(_: object) -> None:
+    pass
 
 
 def to_pil(pixels_CHW: torch.Tensor) -> Image.Image:
