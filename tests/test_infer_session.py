@@ -279,3 +279,34 @@ def test_a_user_turn_can_show_an_earlier_image_again(assets) -> None:
     assert sample.turns[2].parts[0].image == 0
     with pytest.raises(ValueError, match="image 7 is not in this conversation"):
         chat.add_user("again", refs=[7])
+
+
+def test_truncate_goes_back_exactly_without_recomputing(assets) -> None:
+    chat = _chat(assets, seed=2, max_parts=1)
+    chat.send("a fox", mode="image")
+    length, logits = chat.ctx.cache.length, chat.ctx.next_logits()
+    chat.add_user("make it night", refs=[0], images=[_photo(30)])
+    chat.generator.manual_seed(9)
+    first = chat.reply(mode="image")
+    assert len(chat.images) == 3
+    chat.truncate(2)
+    assert (len(chat.turns), len(chat.images), chat.ctx.cache.length) == (2, 1, length)
+    assert torch.equal(chat.ctx.next_logits(), logits)
+    chat.add_user("make it night", refs=[0], images=[_photo(30)])
+    chat.generator.manual_seed(9)
+    again = chat.reply(mode="image")
+    assert again.turn == first.turn  # the same context: the same answer, to the pixel
+    assert np.array_equal(_pixels(again.images[0]), _pixels(first.images[0]))
+
+    # a reply that fails half-way is rolled back to its user turn, or before it
+    chat.add_user("a wide one")
+    before = chat.ctx.mark()
+    chat.image_overrides = {"steps": 3, "size": (4096, 64)}
+    with pytest.raises(ValueError, match="latent position table"):
+        chat.reply(mode="image")
+    chat.truncate(len(chat.turns))
+    assert chat.ctx.cache.length == before.length and chat.turns[-1].role == "user"
+    chat.truncate(4)
+    assert len(chat.turns) == 4 and chat.turns[-1].role == "assistant"
+    with pytest.raises(ValueError, match="cannot keep 9"):
+        chat.truncate(9)

@@ -43,7 +43,7 @@ from synth.contract import (
     make_sample_id,
 )
 from train.data.transforms import decode_rgb, patchify
-from train.infer.context import Context, ImageTokens
+from train.infer.context import Context, ImageTokens, Mark
 from train.infer.flow import generate_latents
 from train.infer.load import Assets, load_assets
 from train.infer.options import ImageOptions, TextOptions
@@ -101,6 +101,7 @@ class Chat:
         self.images: list[ImageRecord] = []
         if think:
             self._add_text(GEN_THINK_SYSTEM_PROMPT)
+        self._marks: list[tuple[Mark, int]] = []  # before turn k: the context, len(images)
 
     @classmethod
     def from_checkpoint(
@@ -131,23 +132,38 @@ class Chat:
                 raise ValueError(
                     f"image {index} is not in this conversation (it holds {len(self.images)})"
                 )
+        if not (text or images or refs):
+            raise ValueError("a user turn needs text or at least one image")
+        self._expect("user")
+        encoded = [_encode(img) for img in images]  # every upload is read before any is kept
+        self._begin_turn()
         parts = [Part.of_image(index, "upload") for index in refs]
-        parts += [Part.of_image(self._take_image(img, "upload"), "upload") for img in images]
+        parts += [Part.of_image(self._keep_image(data, "upload"), "upload") for data in encoded]
         if text:
             parts.append(Part.of_text(text))
-        if not parts:
-            raise ValueError("a user turn needs text or at least one image")
-        self.add_turn(Turn(role="user", parts=tuple(parts)), self.images)
+        self._put(Turn(role="user", parts=tuple(parts)), self.images)
 
     def add_turn(self, turn: Turn, images: Sequence[ImageRecord]) -> None:
         """Put a whole turn into the context as it stands (history, teacher-forced): its image
         parts index ``images``. An assistant image enters as the VAE latents of its pixels."""
+        self._expect(turn.role)
+        self._begin_turn()
+        self._put(turn, images)
+
+    def _expect(self, role: str) -> None:
         expected = "user" if len(self.turns) % 2 == 0 else "assistant"
-        if turn.role != expected:
+        if role != expected:
             raise ValueError(
                 f"turn {len(self.turns)} must be a {expected} turn (turns alternate, user first); "
-                f"got {turn.role}"
+                f"got {role}"
             )
+
+    def _begin_turn(self) -> None:
+        """Remember where turn ``len(self.turns)`` starts (``truncate`` comes back here)."""
+        del self._marks[len(self.turns) :]  # a turn that failed half-way left its mark
+        self._marks.append((self.ctx.mark(), len(self.images)))
+
+    def _put(self, turn: Turn, images: Sequence[ImageRecord]) -> None:
         parts = []
         for part in turn.parts:
             if part.type == "text":
@@ -182,6 +198,7 @@ class Chat:
         report = on_progress or _ignore
         if not self.turns or self.turns[-1].role != "user":
             raise ValueError("the assistant answers a user turn: add one first (add_user / send)")
+        self._begin_turn()
         parts: list[Part] = []
         drawn: list[Image.Image] = []
         last: Segment | None = None
@@ -191,7 +208,7 @@ class Chat:
                     parts.append(Part.of_text(self._generate_text(True, len(parts), report)))
                 picture = self._draw(image, len(parts), report)
                 drawn.append(picture)
-                parts.append(Part.of_image(self._take_image(picture, "output"), "output"))
+                parts.append(Part.of_image(self._keep_image(_encode(picture), "output"), "output"))
             else:
                 parts.append(Part.of_text(self._generate_text(False, len(parts), report)))
             last = segment
@@ -199,6 +216,18 @@ class Chat:
         turn = Turn(role="assistant", parts=tuple(parts))
         self.turns.append(turn)
         return Reply(turn, tuple(drawn))
+
+    def truncate(self, turns: int) -> None:
+        """Go back to the first ``turns`` turns (undo): the context as it was before turn
+        ``turns`` and the images it held then. Nothing is recomputed. Also cleans up after a
+        reply that failed half-way: ``truncate(len(turns) - 1)`` drops its user turn."""
+        if not 0 <= turns <= len(self.turns):
+            raise ValueError(f"the conversation has {len(self.turns)} turn(s); cannot keep {turns}")
+        if turns == len(self._marks):
+            return
+        mark, images = self._marks[turns]
+        self.ctx.rewind(mark)
+        del self.turns[turns:], self.images[images:], self._marks[turns:]
 
     def to_sample(
         self,
@@ -313,17 +342,8 @@ class Chat:
             size=size,
         )
 
-    def _take_image(self, image: ImageInput, origin: Literal["upload", "output"]) -> int:
-        """Keep an image as an ``ImageRecord`` (PNG bytes unless given encoded); its index."""
-        if isinstance(image, Image.Image):
-            buffer = io.BytesIO()
-            image.save(buffer, format="PNG")
-            data = buffer.getvalue()
-        elif isinstance(image, bytes):
-            data = image
-        else:
-            data = Path(image).read_bytes()
-        decode_rgb(data)  # an unreadable upload fails here, before it enters the session
+    def _keep_image(self, data: bytes, origin: Literal["upload", "output"]) -> int:
+        """Keep encoded image bytes as an ``ImageRecord``; its index."""
         source = "user" if origin == "upload" else "model"
         self.images.append(
             ImageRecord(data=data, source=source, source_row=f"image-{len(self.images)}")
@@ -339,6 +359,21 @@ class Chat:
                 return i
         self.images.append(record)
         return len(self.images) - 1
+
+
+def _encode(image: ImageInput) -> bytes:
+    """The image's file bytes (PNG unless given encoded); an unreadable one fails here, before
+    it enters the session."""
+    if isinstance(image, Image.Image):
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        data = buffer.getvalue()
+    elif isinstance(image, bytes):
+        data = image
+    else:
+        data = Path(image).read_bytes()
+    decode_rgb(data)
+    return data
 
 
 def _ignore(_: object) -> None:
