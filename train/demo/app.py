@@ -13,13 +13,13 @@ from __future__ import annotations
 import tempfile
 import threading
 from collections.abc import Iterator
-from dataclasses import fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
-from train.demo.conversation import Conversation, Message, reference
+from train.demo.conversation import Conversation, reference
 from train.demo.record import conversation_sample, dependency_choices, save_sample
 from train.demo.settings import AUTO, EDIT, T2I, Settings, from_panel
 from train.infer import Assets
@@ -28,7 +28,7 @@ MODES = [("the model decides", "auto"), ("draw", "image"), ("talk", "text")]
 # Images are clicked to refer to them; the tiny test models draw 64-px images, shown larger.
 # The share button (to Hugging Face discussions) needs the internet: hidden.
 CSS = """
-#chat img { cursor: pointer; min-width: 160px; height: auto; image-rendering: pixelated; }
+#chat img { cursor: pointer; min-width: 160px; height: auto; object-fit: contain; image-rendering: pixelated; }
 #chat button[aria-label="Share"] { display: none; }
 .gradio-container { max-width: 1400px !important; }
 """
@@ -38,8 +38,11 @@ HINT = (
 )
 
 
-def _panel() -> dict[str, gr.components.Component]:
-    """The settings widgets, by ``Settings`` field name, with BAGEL's defaults."""
+PANEL = [f.name for f in fields(Settings)]
+
+
+def _panel() -> list[gr.components.Component]:
+    """The settings widgets, in ``Settings`` field order, with BAGEL's defaults, two a row."""
     d = Settings()
     auto = f"auto: {T2I.cfg_img_scale:g} from text, {EDIT.cfg_img_scale:g} once an image is in"
     interval = (
@@ -71,23 +74,95 @@ def _panel() -> dict[str, gr.components.Component]:
         "max_tokens": number(d.max_tokens, label="tokens per text part", precision=0),
         "max_parts": number(d.max_parts, label="parts per answer", precision=0),
     }
-    assert list(widgets) == [f.name for f in fields(Settings)]
+    assert list(widgets) == PANEL
     for name, widget in widgets.items():
         widget.elem_id = f"setting-{name}"
-    return widgets
+    row = list(widgets.values())
+    for k in range(0, len(row), 2):
+        with gr.Row():
+            for widget in row[k : k + 2]:
+                widget.render()
+    return row
+
+
+@dataclass
+class Handlers:
+    """What the page's events do; one instance serves every tab (each passes its own
+    ``Conversation``, ``None`` until its first message)."""
+
+    assets: Assets
+    save_dir: Path
+    image_dir: Path
+    model_lock: threading.Lock = field(default_factory=threading.Lock)
+    save_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def respond(
+        self,
+        message: dict[str, Any],
+        conv: Conversation | None,
+        mode: str,
+        think: bool,
+        *panel: Any,
+    ) -> Iterator[tuple[Any, ...]]:
+        """(chat, message box, state, dependency choices) as the reply comes."""
+        conv = conv or Conversation(self.assets, self.model_lock, self.image_dir, think)
+        busy = gr.MultimodalTextbox(value=None, interactive=False)
+        try:
+            settings = from_panel(dict(zip(PANEL, panel, strict=True)))
+            text, files = message.get("text") or "", list(message.get("files") or [])
+            for shown in conv.stream(text, files, settings, mode, think):  # type: ignore[arg-type]
+                yield shown, busy, conv, gr.update()
+        except (ValueError, OSError) as err:
+            back = gr.MultimodalTextbox(value=message, interactive=True)
+            yield conv.messages(), back, conv, _choices(conv)
+            raise gr.Error(str(err), title="Not sent") from None
+        free = gr.MultimodalTextbox(value=None, interactive=True)
+        yield conv.messages(), free, conv, _choices(conv)
+
+    def refer(
+        self, event: gr.SelectData, message: dict[str, Any] | None, conv: Conversation | None
+    ) -> Any:
+        """A click on an image of the chat: its reference appended to the message box."""
+        at = event.index if isinstance(event.index, int) else event.index[0]
+        index = conv.image_at(at) if conv else None
+        if index is None:
+            return gr.update()
+        message = message or {}
+        text = f"{(message.get('text') or '').rstrip()} {reference(index)} ".lstrip()
+        return {"text": text, "files": message.get("files") or []}
+
+    def undo(self, conv: Conversation | None) -> tuple[Any, ...]:
+        message = conv.undo() if conv else None
+        shown = conv.messages() if conv else []
+        return shown, message or gr.update(), conv, _choices(conv)
+
+    def new(self, think: bool) -> tuple[Any, ...]:
+        conv = Conversation(self.assets, self.model_lock, self.image_dir, think)
+        return [], None, conv, _choices(conv), "", gr.File(None, visible=False)
+
+    def save(
+        self, conv: Conversation | None, depends_on: list[int], seed: float
+    ) -> tuple[Any, ...]:
+        if conv is None:
+            raise gr.Error("nothing to save yet", title="Not saved")
+        try:
+            sample = conversation_sample(conv.chat.turns, conv.chat.images, depends_on, int(seed))
+            path = save_sample(sample, self.save_dir, self.save_lock, str(self.assets.source))
+        except ValueError as err:
+            raise gr.Error(str(err), title="Not saved") from None
+        note = (
+            f"saved `{sample.sample_id}` (task `{sample.task}`, stage {sample.stage}) to `{path}`"
+        )
+        return note, gr.File(str(path), visible=True)
+
+
+def _choices(conv: Conversation | None) -> Any:
+    return gr.update(choices=dependency_choices(conv.chat.turns) if conv else [], value=[])
 
 
 def build_app(assets: Assets, save_dir: Path, image_dir: Path | None = None) -> gr.Blocks:
     """The page for ``assets``; saved conversations go to ``save_dir``."""
-    model_lock, save_lock = threading.Lock(), threading.Lock()
-    images = image_dir or Path(tempfile.mkdtemp(prefix="chatumm-demo-"))
-
-    def conversation(state: Conversation | None, think: bool = False) -> Conversation:
-        return state or Conversation(assets, model_lock, images, think)
-
-    def choices(conv: Conversation | None) -> Any:
-        return gr.update(choices=dependency_choices(conv.chat.turns) if conv else [], value=[])
-
+    do = Handlers(assets, save_dir, image_dir or Path(tempfile.mkdtemp(prefix="chatumm-demo-")))
     with gr.Blocks(title="chatumm demo", analytics_enabled=False) as app:
         state = gr.State(None)
         gr.Markdown(f"### chatumm · {assets.source} on {assets.device}")
@@ -110,89 +185,27 @@ def build_app(assets: Assets, save_dir: Path, image_dir: Path | None = None) -> 
             with gr.Column(scale=2):
                 with gr.Accordion("Settings", open=False, elem_id="settings"):
                     panel = _panel()
-                    widgets = list(panel.values())
-                    for k in range(0, len(widgets), 2):
-                        with gr.Row():
-                            for widget in widgets[k : k + 2]:
-                                widget.render()
                 with gr.Accordion("Save", open=True):
                     depends = gr.CheckboxGroup(
                         [], label="the last request depends on", elem_id="depends"
                     )
                     save = gr.Button("Save conversation", elem_id="save")
                     saved = gr.Markdown(elem_id="saved")
-                    download = gr.File(label="saved shard", elem_id="download", interactive=False)
+                    download = gr.File(
+                        label="saved shard", elem_id="download", interactive=False, visible=False
+                    )
 
-        settings = list(panel.values())
-
-        def respond(
-            message: dict[str, Any], conv: Conversation | None, how: str, plan: bool, *values: Any
-        ) -> Iterator[tuple[Any, ...]]:
-            conv = conversation(conv, plan)
-            shown: list[Message] = conv.messages()
-            try:
-                config = from_panel(dict(zip(panel, values, strict=True)))
-                text, files = message.get("text") or "", list(message.get("files") or [])
-                lock = gr.MultimodalTextbox(value=None, interactive=False)
-                for shown in conv.stream(text, files, config, how, plan):  # type: ignore[arg-type]
-                    yield shown, lock, conv, gr.update()
-            except (ValueError, OSError) as err:
-                yield (
-                    shown,
-                    gr.MultimodalTextbox(value=message, interactive=True),
-                    conv,
-                    choices(conv),
-                )
-                raise gr.Error(str(err), title="Not sent") from None
-            yield shown, gr.MultimodalTextbox(value=None, interactive=True), conv, choices(conv)
-
-        def refer(event: gr.SelectData, message: dict[str, Any] | None, conv: Conversation | None):
-            index = (
-                conv.image_at(event.index if isinstance(event.index, int) else event.index[0])
-                if conv
-                else None
-            )
-            if index is None:
-                return gr.update()
-            message = message or {}
-            text = (message.get("text") or "").rstrip()
-            return {
-                "text": f"{text} {reference(index)} ".lstrip(),
-                "files": message.get("files") or [],
-            }
-
-        def undo_turn(conv: Conversation | None) -> tuple[Any, ...]:
-            message = conv.undo() if conv else None
-            shown = conv.messages() if conv else []
-            return shown, message if message else gr.update(), conv, choices(conv)
-
-        def new_conversation(plan: bool) -> tuple[Any, ...]:
-            conv = Conversation(assets, model_lock, images, plan)
-            return [], None, conv, choices(conv), "", None
-
-        def save_conversation(
-            conv: Conversation | None, turns: list[int], seed: float
-        ) -> tuple[Any, ...]:
-            if conv is None:
-                raise gr.Error("nothing to save yet", title="Not saved")
-            try:
-                sample = conversation_sample(
-                    conv.chat.turns, conv.chat.images, turns, int(seed or 0)
-                )
-                path = save_sample(sample, save_dir, save_lock, str(assets.source))
-            except ValueError as err:
-                raise gr.Error(str(err), title="Not saved") from None
-            note = f"saved `{sample.sample_id}` (task `{sample.task}`, stage {sample.stage}) to `{path}`"
-            return note, str(path)
-
-        model = {"concurrency_id": "model", "concurrency_limit": 1}
-        outputs = [chat, box, state, depends]
-        box.submit(respond, [box, state, mode, think, *settings], outputs, **model)
-        chat.select(refer, [box, state], box, queue=False)
-        undo.click(undo_turn, state, outputs, **model)
-        new.click(new_conversation, think, [*outputs, saved, download], **model)
-        chat.clear(new_conversation, think, [*outputs, saved, download], **model)
-        save.click(save_conversation, [state, depends, panel["seed"]], [saved, download])
+        shown = [chat, box, state, depends]
+        fresh = [*shown, saved, download]
+        box.submit(
+            do.respond, [box, state, mode, think, *panel], shown,
+            concurrency_id="model", concurrency_limit=1,
+        )  # fmt: skip
+        chat.select(do.refer, [box, state], box, queue=False)
+        undo.click(do.undo, state, shown, concurrency_id="model", concurrency_limit=1)
+        new.click(do.new, think, fresh, concurrency_id="model", concurrency_limit=1)
+        chat.clear(do.new, think, fresh, concurrency_id="model", concurrency_limit=1)
+        save.click(do.save, [state, depends, panel[PANEL.index("seed")]], [saved, download])
     return app
 
 

@@ -24,6 +24,17 @@ OFFLINE_ENV = {
     "HF_HUB_OFFLINE": "1",
 }
 
+
+def host_warning(host: str) -> str | None:
+    """What to print when the page is served beyond this machine."""
+    if host in LOOPBACK:
+        return None
+    return (
+        f"warning: --host {host} serves the demo beyond this machine; the page has no login, "
+        "so anyone who reaches the port can use the model and see every conversation's images"
+    )
+
+
 demo_app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -56,12 +67,9 @@ def demo(
     from train.demo.app import CSS, build_app, error_app
     from train.infer import load_assets
 
-    if host not in LOOPBACK:
-        typer.echo(
-            f"warning: --host {host} serves the demo beyond this machine; the page has no "
-            "login, so anyone who reaches the port can use the model and see its images",
-            err=True,
-        )
+    warning = host_warning(host)
+    if warning:
+        typer.echo(warning, err=True)
     with tempfile.TemporaryDirectory(prefix="chatumm-demo-") as images:
         try:
             assets = load_assets(checkpoint, device=device, ema=ema)

@@ -37,9 +37,8 @@ def dependency_choices(turns: Sequence[Turn]) -> list[tuple[str, int]]:
     choices = []
     for i, turn in enumerate(turns[:last_user]):
         what = ", ".join(
-            f"image {part.image + 1}" if part.type == "image" else _short(part.text or "")
+            _short(part.text) if part.text is not None else f"image {(part.image or 0) + 1}"
             for part in turn.parts
-            if part.image is not None or part.text
         )
         choices.append((f"turn {i + 1} ({turn.role}): {what}", i))
     return choices
@@ -83,9 +82,8 @@ def conversation_sample(
         between = sorted(set(range(min(rounds), final // 2)) - rounds)
         distractors = [t for r in between for t in (2 * r, 2 * r + 1)]
         depth = "n" if between else "1"
-    task = TaskName(
-        "ti" if held[final] else "t", "i" if kinds == ["image"] else "ti", dependency, depth
-    )  # type: ignore[arg-type]
+    inputs, outputs = "ti" if held[final] else "t", "i" if kinds == ["image"] else "ti"
+    task = TaskName.parse(f"{inputs}_{outputs}_{dependency}_{depth}")
     stage: SampleStage = "c" if task.output == "ti" else "b" if depth == "n" else "a"
     provenance = Provenance(seed=seed, depends_on=tuple(deps), distractor_turns=tuple(distractors))
     return _sample(str(task), stage, turns, images, provenance)
