@@ -327,6 +327,11 @@ def test_draw_refer_upload_undo_queue_and_save(demo: Demo, browser, tmp_path: Pa
     (sample,) = iter_samples(demo.save_dir)  # every invariant of the contract holds
     assert sample.sample_id == row["sample_id"]
 
+    # a new conversation starts empty, and the next answer follows no history
+    driver.find_element("id", "new").click()
+    _wait(driver, lambda d: not _images(d) and "Say something" in d.find_element("id", "chat").text)
+    _send(driver, "a blue bird", images_after=1)
+
     # nothing left this machine: not the page's requests, not the server's
     hosts = {urlparse(url).hostname for url in _requests(driver) if url.startswith(("http", "ws"))}
     assert hosts == {"127.0.0.1"}, hosts
