@@ -32,7 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ops import OPS, run_op  # noqa: E402
-from ops.engine import Engine, EngineConfig  # noqa: E402
+from ops.backends import open_engine  # noqa: E402
+from ops.engine import EngineConfig  # noqa: E402
 from ops.template_backend import TemplateBackend  # noqa: E402
 from synth.sources import (  # noqa: E402
     ComposeRow,
@@ -93,7 +94,7 @@ async def bundled_inputs(per_op: int) -> dict[str, list[dict[str, str]]]:
 async def per_operation(per_op: int) -> dict[str, Any]:
     inputs = await bundled_inputs(per_op)
     out: dict[str, Any] = {}
-    async with Engine.from_config(EngineConfig(backend="local", timeout_s=600)) as engine:
+    async with open_engine(EngineConfig(backend="local", timeout_s=600)) as engine:
         for op, cases in inputs.items():
             reasons: Counter[str] = Counter()
             accepted = texts = 0

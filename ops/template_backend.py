@@ -328,6 +328,7 @@ class TemplateBackend:
     """A ``Backend`` that writes each operation's answer from frames, phrases and a glossary."""
 
     name = "template"
+    max_concurrency: int | None = None
 
     def __init__(self, model: str = "template-v1"):
         self.model = model

@@ -60,6 +60,7 @@ USAGE_KEYS: tuple[str, ...] = (
     "errors",
     "prompt_tokens",
     "completion_tokens",
+    "thinking_tokens",
     "cost_usd",
 )
 

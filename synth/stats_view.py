@@ -67,6 +67,7 @@ _USAGE_COLUMNS = (
     ("errors", "errors", "{:,.0f}"),
     ("tokens in", "prompt_tokens", "{:,.0f}"),
     ("tokens out", "completion_tokens", "{:,.0f}"),
+    ("thinking", "thinking_tokens", "{:,.0f}"),  # shown when a model thought (Gemini 2.5)
     ("USD", "cost_usd", "{:.4f}"),
 )
 
@@ -86,7 +87,8 @@ def _usage_row(table: Table, name: str, usage: dict[str, float], keys: tuple[str
 def usage_table(stats: DatasetStats) -> Table:
     """What the engine recorded, per stage and in all (the manifests' run summaries)."""
     table = Table(title="LLM usage as the engine recorded it (paid requests)", title_justify="left")
-    keys = tuple(key for _, key, _ in _USAGE_COLUMNS)
+    thought = bool(stats.engine.get("thinking_tokens"))
+    keys = tuple(k for _, k, _ in _USAGE_COLUMNS if k != "thinking_tokens" or thought)
     _usage_columns(table, "stage", keys)
     for stage, usage in sorted(stats.engine_by_stage.items()):
         _usage_row(table, stage, usage, keys)

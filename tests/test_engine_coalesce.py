@@ -15,6 +15,7 @@ class DelayedBackend:
 
     name = "openai"
     model = "gpt-4o-mini"
+    max_concurrency = None
 
     def __init__(self, delays: list[float]):
         self.delays = delays

@@ -15,8 +15,9 @@ import re
 import pytest
 
 from ops import run_op
+from ops.backends import open_engine
 from ops.engine import Engine, EngineConfig
-from ops.engine.local_backend import RESULT_CHARS, answer_grammar, local_available
+from ops.local_backend import RESULT_CHARS, answer_grammar, local_available
 from ops.protocol import GenerationParams
 from ops.registry import OPS as REGISTRY
 from ops.template_backend import answer
@@ -92,7 +93,7 @@ def test_the_grammar_admits_the_answers_the_template_backend_writes(op: str) -> 
 @needs_model
 def test_a_few_operations_through_the_embedded_model() -> None:
     async def run() -> tuple[list, Engine]:
-        async with Engine.from_config(EngineConfig(backend="local", timeout_s=120)) as engine:
+        async with open_engine(EngineConfig(backend="local", timeout_s=120)) as engine:
             params = GenerationParams(max_tokens=48, temperature=0.7)
             results = [
                 await run_op(

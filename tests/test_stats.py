@@ -46,7 +46,8 @@ def test_stage_a_numbers(dirs: list[Path]) -> None:
     assert (s.prompt_tokens, s.completion_tokens) == (720, 180)
     # the engine's own record, from the manifest: every paid request, not only kept samples'
     assert s.engine == {"requests": 11, "cache_hits": 2, "errors": 1, "prompt_tokens": 1000,
-                        "completion_tokens": 250, "cost_usd": 0.125}  # fmt: skip
+                        "completion_tokens": 250, "thinking_tokens": 0,
+                        "cost_usd": 0.125}  # fmt: skip
     assert s.engine_by_stage == {"a": s.engine}
     assert s.engine_by_operation["caption2query"]["requests"] == 9
     assert s.template_calls == 0

@@ -8,14 +8,14 @@ shard of one stage into an output directory, resumably. ``synth run stage-a|b|c`
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from synth.errors import UserError, require_dir, require_file
-from synth.runtime import run_async
 from synth.stages.config import RunConfig, load_run_config
 
-if TYPE_CHECKING:  # pyarrow loads with the shards, after `synth run` chose its allocator
+if TYPE_CHECKING:
     from synth.shards import Manifest
 
 __all__ = ["RunConfig", "load_run_config", "run"]
@@ -41,7 +41,7 @@ def run(cfg: RunConfig) -> Manifest:
         sources = load_sources_file(cfg.sources)
         config["sources_file"] = str(Path(cfg.sources).resolve())
         config["sources"] = [s.model_dump(mode="json") for s in sources.sources]
-        return run_async(run_shard(StageA(cfg, sources), cfg, config), cfg.event_loop)
+        return asyncio.run(run_shard(StageA(cfg, sources), cfg, config))
 
     if not cfg.input:
         raise UserError(f"stage {cfg.stage} reads --in DIR, the output of an earlier stage")
@@ -65,10 +65,10 @@ def run(cfg: RunConfig) -> Manifest:
                 "which is not there; pass --sources FILE"
             )
         pool = DistractorPool(load_sources_file(sources_file), cfg.distractor_pool)
-        return run_async(run_shard(StageB(cfg, in_dirs, pool), cfg, config, total), cfg.event_loop)
+        return asyncio.run(run_shard(StageB(cfg, in_dirs, pool), cfg, config, total))
     from synth.stages.stage_c import StageC
 
-    return run_async(run_shard(StageC(cfg, in_dirs), cfg, config, total), cfg.event_loop)
+    return asyncio.run(run_shard(StageC(cfg, in_dirs), cfg, config, total))
 
 
 def _complete_manifest(in_dir: Path) -> Manifest:

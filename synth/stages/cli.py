@@ -70,6 +70,16 @@ def _command(stage: str) -> Any:
             ),
         ] = None,
         base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible server URL")] = None,
+        thinking_budget: Annotated[
+            int | None,
+            typer.Option(help="gemini 2.5: thinking tokens per answer (-1 dynamic, 0 off)"),
+        ] = None,
+        vertex: Annotated[
+            bool | None,
+            typer.Option("--vertex/--no-vertex", help="gemini through Vertex AI (ADC)"),
+        ] = None,
+        project: Annotated[str | None, typer.Option(help="Vertex AI project id")] = None,
+        location: Annotated[str | None, typer.Option(help="Vertex AI region")] = None,
         concurrency: Annotated[
             int | None,
             typer.Option(help="LLM requests in flight", show_default=_default("concurrency")),
@@ -110,18 +120,8 @@ def _command(stage: str) -> Any:
                 show_default=_default("progress"),
             ),
         ] = None,
-        event_loop: Annotated[
-            str | None,
-            typer.Option(
-                help="auto (uvloop where installed) | uvloop | asyncio",
-                show_default=_default("event_loop"),
-            ),
-        ] = None,
     ) -> None:
         options = dict(locals())  # first: only the parameters
-        from synth.runtime import prefer_system_allocator
-
-        prefer_system_allocator()  # before the stages import pyarrow
         from synth.stages import load_run_config, run
 
         config_file = options.pop("config")

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 from PIL import Image
@@ -130,22 +131,49 @@ def _read(
 ) -> list[DialogueSample]:
     """Validate and plan the given rows (plans into ``plans``); bad rows counted by reason."""
     samples: list[DialogueSample] = []
+    for row in _iter_rows(rows):
+        try:
+            sample = validate_row(row)
+            plans[sample.sample_id] = plan_dialogue(sample, tokenizer, transforms)
+        except InvariantError as err:
+            counts[f"skipped_invariant:{err.invariant}"] += 1
+            continue
+        except (OSError, ValueError, Image.DecompressionBombError):
+            counts["skipped_image_decode"] += 1
+            continue
+        samples.append(sample)
+    return samples
+
+
+def _iter_rows(rows: Rows) -> Iterator[dict[str, Any]]:
     for path in sorted(rows):
         parquet = pq.ParquetFile(path)
         for g in sorted(rows[path]):
             table = parquet.read_row_group(g).to_pylist()
             for r in rows[path][g]:
-                try:
-                    sample = validate_row(table[r])
-                    plans[sample.sample_id] = plan_dialogue(sample, tokenizer, transforms)
-                except InvariantError as err:
-                    counts[f"skipped_invariant:{err.invariant}"] += 1
-                    continue
-                except (OSError, ValueError, Image.DecompressionBombError):
-                    counts["skipped_image_decode"] += 1
-                    continue
-                samples.append(sample)
-    return samples
+                yield table[r]
+
+
+def select_samples(
+    data: Sequence[str | Path],
+    *,
+    holdout: float | None,
+    max_per_task: int,
+    seed: int,
+    tasks: Sequence[str] = (),
+) -> tuple[list[DialogueSample], Counter[str]]:
+    """The dialogues the probes would choose, validated (not planned), in the probes' order
+    (task, then the seeded rank), and the counts. A smaller ``max_per_task`` with the same seed
+    chooses a prefix of each task's list: the generation report's dialogues are probed ones."""
+    chosen, _, counts = select_rows(resolve_files(data), holdout, max_per_task, seed, tasks)
+    samples: list[DialogueSample] = []
+    for row in _iter_rows(chosen):
+        try:
+            samples.append(validate_row(row))
+        except InvariantError as err:
+            counts[f"skipped_invariant:{err.invariant}"] += 1
+    samples.sort(key=lambda s: (s.task, _rank(seed, s.sample_id)))
+    return samples, counts
 
 
 def load_eval_set(
