@@ -28,10 +28,12 @@ PARSE_MALFORMED = "parse:malformed"
 
 TAGS = ("Result", "User", "Assistant", "Ref", "Source")
 
-# A protocol tag in any letter case, with ASCII or full-width brackets and slash, spaces allowed.
+# A protocol tag in any letter case, with ASCII or full-width brackets and slash, spaces allowed;
+# split on it, a text comes apart as [text, tag, slash, name, text, tag, slash, name, ..., text].
 _TAG_RE = re.compile(
-    r"[<＜]\s*([/／]?)\s*(result|user|assistant|ref|source)\s*[>＞]", re.IGNORECASE
+    r"([<＜]\s*([/／]?)\s*(result|user|assistant|ref|source)\s*[>＞])", re.IGNORECASE
 )
+_NAMES = {tag.lower(): tag for tag in TAGS}
 _FENCE_RE = re.compile(r"```[A-Za-z0-9_-]*")
 _CJK_CHAR = r"[\u3000-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uff00-\uffef]"
 # Full-width punctuation typed into English text, unless it follows CJK text quoted from a caption.
@@ -70,7 +72,7 @@ class ParseRejection(ValueError):
 
 def defuse(text: str) -> str:
     """Turn protocol tags inside input text into look-alikes (``‹/User›``) that parse as text."""
-    return _TAG_RE.sub(lambda m: f"‹{m.group(1) and '/'}{m.group(2)}›", text)
+    return _TAG_RE.sub(lambda m: f"‹{m.group(2) and '/'}{m.group(3)}›", text)
 
 
 def format_results(blocks: Sequence[Sequence[tuple[str, str]]]) -> str:
@@ -103,7 +105,7 @@ def parse_blocks(text: str, count: int) -> list[Block]:
     """The tagged fields of each of the ``count`` ``<Result>`` blocks, or a ParseRejection.
 
     Text between the fields of a block (a model's "1." or a stray word) is dropped."""
-    blocks, outside = _scan(_FENCE_RE.sub("", text))
+    blocks, outside = _scan(_FENCE_RE.sub("", text) if "```" in text else text)
     if len(blocks) != count:
         raise ParseRejection(
             PARSE_WRONG_COUNT, f"found {len(blocks)} complete <Result> blocks, expected {count}"
@@ -125,13 +127,14 @@ def _scan(text: str) -> tuple[list[Block], str | None]:
 
     Inside a block, a field runs from its opening tag to the closing tag of the same name; any
     other tag there (a field opened twice, a field never closed) marks the block's ``stray``."""
+    parts = _TAG_RE.split(text)
     blocks: list[Block] = []
     outside: str | None = None
     fields: list[tuple[str, str]] | None = None  # of the open block
     stray: str | None = None  # of the open block
-    field: tuple[str, int, str] | None = None  # the open field: name, where its text starts, tag
-    for m in _TAG_RE.finditer(text):
-        closing, name, tag = bool(m.group(1)), m.group(2).capitalize(), m.group(0)
+    field: tuple[str, int, str] | None = None  # the open field: name, its first part, tag
+    for k in range(1, len(parts), 4):
+        tag, closing, name = parts[k], bool(parts[k + 1]), _NAMES[parts[k + 2].lower()]
         if fields is None:
             if name == "Result" and not closing:
                 fields, stray, field = [], None, None
@@ -141,12 +144,19 @@ def _scan(text: str) -> tuple[list[Block], str | None]:
             blocks.append(Block(tuple(fields), stray or (field[2] if field else None)))
             fields = None
         elif field is None and not closing and name != "Result":
-            field = (name, m.end(), tag)
+            field = (name, k + 3, tag)
         elif field is not None and closing and name == field[0]:
-            fields.append((name, text[field[1] : m.start()]))
+            fields.append((name, _between(parts, field[1], k)))
             field = None
         else:
             stray = stray or tag
     if fields is not None:  # an unfinished block
         outside = outside or "<Result>"
     return blocks, outside
+
+
+def _between(parts: list[str], first: int, end: int) -> str:
+    """The text of ``parts[first:end]`` as written: its texts and the tags among them."""
+    if first == end - 1:
+        return parts[first]
+    return "".join(parts[j] for j in range(first, end) if j % 4 in (0, 1))

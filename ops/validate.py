@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import cache, lru_cache
+from functools import cache, cached_property, lru_cache
 from importlib import resources
 from itertools import pairwise
 from typing import Literal
@@ -109,13 +109,16 @@ class Subject:
     text: str
     words: frozenset[str]
     bigrams: frozenset[str]
-    nameable: bool  # whether anything in it names a subject (a caption "Two." names nothing)
 
     @classmethod
     def of(cls, name: str, texts: Iterable[str]) -> Subject:
         text = "\n".join(texts)
-        nameable = bool(naming_words(text)) or any(han_left(b) for b in _bigrams(text))
-        return cls(name, text, frozenset(stems(text)), frozenset(_bigrams(text)), nameable)
+        return cls(name, text, frozenset(stems(text)), frozenset(_bigrams(text)))
+
+    @cached_property  # read only for a result that points nowhere: judged as it is needed
+    def nameable(self) -> bool:
+        """Whether anything in it names a subject (a caption "Two." names nothing)."""
+        return bool(naming_words(self.text)) or any(han_left(b) for b in self.bigrams)
 
 
 @dataclass(frozen=True)
@@ -126,7 +129,6 @@ class Context:
     subjects: tuple[Subject, ...]  # each must be pointed to by every result
     exclude: Subject  # text whose words do not count as pointing (the edit request rewritten)
     examples: frozenset[str]  # fingerprints of the prompt's worked-example texts
-    source_words: frozenset[str]
 
     @classmethod
     def of(
@@ -141,8 +143,11 @@ class Context:
             tuple(Subject.of(name, texts) for name, texts in subjects),
             Subject.of("exclude", exclude),
             examples,
-            frozenset(w for s in sources for w in stems(s)),
         )
+
+    @cached_property  # read only for a Chinese result with Latin words in it
+    def source_words(self) -> frozenset[str]:
+        return frozenset(w for s in self.sources for w in stems(s))
 
 
 # Field and Candidate are built for every result of every answer and never changed after:
@@ -302,7 +307,6 @@ def wrong_language(c: Candidate) -> Refusal | None:
     its language at all. Quoted or bracketed text is fine; so is Chinese copied from the inputs
     in English text, and in Chinese text single letters, acronyms (EMU, T恤) and capitalised
     words copied from the inputs (Taipei, sign text)."""
-    source_words = c.context.source_words
     for f in c.fields:
         if f.language == "en":
             if not _LATIN.search(f.text):
@@ -321,7 +325,7 @@ def wrong_language(c: Candidate) -> Refusal | None:
             w
             for w in _LATIN_WORD.findall(outside)
             if not (w.isupper() and len(w) <= 5)
-            and not (w != w.lower() and set(stems(w)) <= source_words)
+            and not (w != w.lower() and set(stems(w)) <= c.context.source_words)
         ]
         if foreign:
             return WRONG_LANGUAGE, f"{c.where(f)} mixes in English words: {foreign[:3]}"
@@ -419,9 +423,9 @@ def reference(c: Candidate) -> Refusal | None:
             reason, detail = row[0]  # type: ignore[misc]
             return reason, f"{c.where()}: {detail}"
     for k, subject in enumerate(subjects):
-        if not subject.nameable or any(row[k] is None for row in verdicts):
+        if any(row[k] is None for row in verdicts):
             continue
-        if _evidence(naming, subject, c.context.exclude):
+        if _evidence(naming, subject, c.context.exclude) or not subject.nameable:
             continue
         declared = "declares no Ref/Source" if not c.refs else "no Ref/Source pair points to it"
         return NO_REFERENCE, f"{c.where()} names nothing from the {subject.name} and {declared}"
