@@ -1,11 +1,12 @@
 """Qwen2-style Mixture-of-Transformers decoder (BAGEL's MoT LLM), architecture only.
 
-Every layer holds two experts, ``experts[0]`` = understanding (text, markers, ViT tokens,
-padding) and ``experts[1]`` = generation (VAE latent tokens). An expert owns its input norm,
-q/k/v/o projections (bias on q/k/v), per-head q/k RMSNorms, post-attention norm and SwiGLU MLP;
-one attention over the whole packed sequence is shared. Tokens are hard-routed by
-``expert_ids_L`` through ``ExpertRouting.apply`` -- the only place that knows about experts
-(STYLE practice 11): gather each expert's tokens, run the expert, put the results back.
+Every layer holds two experts, ``experts[0]`` = understanding (text, markers, ViT tokens) and
+``experts[1]`` = generation (VAE latent tokens). An expert owns its input norm, q/k/v/o
+projections (bias on q/k/v), per-head q/k RMSNorms, post-attention norm and SwiGLU MLP; one
+attention over all the tokens is shared. Tokens are hard-routed through ``ExpertRouting.apply``
+-- the only place that knows about experts (STYLE practice 11). In training the rows arrive
+sorted by expert (``train.model.layout``), so each expert runs on a contiguous view of them;
+rows in any other order are gathered per expert and put back.
 
 At inference (``train/infer``) the same layers run new tokens against a KV cache: each layer
 hands its new rotated keys and values to a ``LayerKV`` and attends over what it returns (the
@@ -64,20 +65,37 @@ class SwiGLU(nn.Module):
 
 @dataclass
 class ExpertRouting:
-    """Per-batch hard routing: the token positions of each expert, and the inverse order."""
+    """Which rows of one forward each expert takes.
 
-    index_E: list[torch.Tensor]
-    restore_L: torch.Tensor  # position of each token in the concatenation of expert outputs
+    Contiguous (training's layout, ``train.model.layout``): the rows come sorted by expert,
+    expert ``e`` owning the ``sizes_E[e]`` rows after those of the experts before it; each expert
+    works on a view of its rows and the outputs are concatenated, so nothing is copied in.
+    Gathered (rows in any other order, e.g. an inference chunk with an image block between its
+    markers): each expert gathers its rows (``index_E``) and the outputs are put back in row
+    order (``restore_L``)."""
+
+    sizes_E: tuple[int, ...]
+    index_E: list[torch.Tensor] | None = None
+    restore_L: torch.Tensor | None = None  # row of each token in the concatenated outputs
+
+    @classmethod
+    def contiguous(cls, sizes_E: Sequence[int]) -> ExpertRouting:
+        if len(sizes_E) != NUM_EXPERTS or min(sizes_E) < 0:
+            raise ValueError(f"sizes_E must hold {NUM_EXPERTS} token counts, got {sizes_E}")
+        return cls(tuple(int(n) for n in sizes_E))
 
     @classmethod
     def from_expert_ids(cls, expert_ids_L: torch.Tensor) -> ExpertRouting:
-        if expert_ids_L.numel() and int(expert_ids_L.max()) >= NUM_EXPERTS:
-            raise ValueError(f"expert_ids_L holds ids >= {NUM_EXPERTS}: {expert_ids_L.unique()}")
+        """The routing of rows in sequence order; contiguous when they are already sorted."""
+        check_expert_ids(expert_ids_L)
+        sizes_E = torch.bincount(expert_ids_L, minlength=NUM_EXPERTS).tolist()
+        if bool((expert_ids_L[1:] >= expert_ids_L[:-1]).all()):
+            return cls.contiguous(sizes_E)
         index_E = [torch.nonzero(expert_ids_L == e).squeeze(1) for e in range(NUM_EXPERTS)]
         order = torch.cat(index_E)
         restore_L = torch.empty_like(order)
         restore_L[order] = torch.arange(order.numel(), device=order.device)
-        return cls(index_E, restore_L)
+        return cls(tuple(sizes_E), index_E, restore_L)
 
     def apply(
         self,
@@ -85,7 +103,7 @@ class ExpertRouting:
         fn: Callable[..., torch.Tensor],
         *inputs_L: torch.Tensor,
     ) -> torch.Tensor:
-        """``fn(expert, *inputs)`` on each expert's tokens; the output back in sequence order."""
+        """``fn(expert, *inputs)`` on each expert's tokens; the output back in row order."""
         (out,) = self.apply_multi(experts, lambda e, *xs: (fn(e, *xs),), *inputs_L)
         return out
 
@@ -99,11 +117,28 @@ class ExpertRouting:
 
         Every expert runs, on an empty slice if it has no tokens, so every parameter is in the
         graph of every step (FSDP needs the same parameters used on all ranks)."""
-        outs = [
-            fn(expert, *(x[idx] for x in inputs_L))
-            for expert, idx in zip(experts, self.index_E, strict=True)
-        ]
-        return tuple(torch.cat(parts)[self.restore_L] for parts in zip(*outs, strict=True))
+        if self.index_E is None:
+            parts_E: Iterable[tuple[torch.Tensor, ...]] = zip(
+                *(x.split(self.sizes_E) for x in inputs_L), strict=True
+            )
+        else:
+            parts_E = (tuple(x[idx] for x in inputs_L) for idx in self.index_E)
+        outs = [fn(expert, *xs) for expert, xs in zip(experts, parts_E, strict=True)]
+        joined = tuple(torch.cat(parts) for parts in zip(*outs, strict=True))
+        if self.restore_L is None:
+            return joined
+        return tuple(t[self.restore_L] for t in joined)
+
+
+def check_expert_ids(expert_ids_L: torch.Tensor) -> None:
+    if not expert_ids_L.numel():
+        return
+    lo, hi = torch.stack(torch.aminmax(expert_ids_L)).tolist()
+    if lo < 0 or hi >= NUM_EXPERTS:
+        raise ValueError(
+            f"expert_ids_L must hold ids in [0, {NUM_EXPERTS}), "
+            f"got {expert_ids_L.unique().tolist()}"
+        )
 
 
 class LayerKV(Protocol):
