@@ -4,9 +4,10 @@ Every layer holds two experts, ``experts[0]`` = understanding (text, markers, Vi
 ``experts[1]`` = generation (VAE latent tokens). An expert owns its input norm, q/k/v/o
 projections (bias on q/k/v), per-head q/k RMSNorms, post-attention norm and SwiGLU MLP; one
 attention over all the tokens is shared. Tokens are hard-routed through ``ExpertRouting.apply``
--- the only place that knows about experts (STYLE practice 11). In training the rows arrive
-sorted by expert (``train.model.layout``), so each expert runs on a contiguous view of them;
-rows in any other order are gathered per expert and put back.
+-- the only place that knows about experts (STYLE practice 11): the decoder splits the rows
+into one part per expert, each layer runs each expert on its part, and the parts are joined
+at the end. In training the rows arrive sorted by expert (``train.model.layout``), so the parts
+are views; rows in any other order are gathered per expert and put back.
 
 At inference (``train/infer``) the same layers run new tokens against a KV cache: each layer
 hands its new rotated keys and values to a ``LayerKV`` and attends over what it returns (the
@@ -19,7 +20,7 @@ heads, Dh head width, E experts, V vocabulary.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -68,15 +69,19 @@ class ExpertRouting:
     """Which rows of one forward each expert takes.
 
     Contiguous (training's layout, ``train.model.layout``): the rows come sorted by expert,
-    expert ``e`` owning the ``sizes_E[e]`` rows after those of the experts before it; each expert
-    works on a view of its rows and the outputs are concatenated, so nothing is copied in.
-    Gathered (rows in any other order, e.g. an inference chunk with an image block between its
-    markers): each expert gathers its rows (``index_E``) and the outputs are put back in row
-    order (``restore_L``)."""
+    expert ``e`` owning the ``sizes_E[e]`` rows after those of the experts before it; ``split``
+    returns views of the runs and ``join`` concatenates. Gathered (rows in any other order, e.g.
+    an inference chunk with an image block between its markers): ``split`` gathers each expert's
+    rows (``index_E``) and ``join`` puts them back in row order (``restore_L``).
+
+    Between ``split`` and ``join`` the decoder keeps one tensor per expert, so the residual
+    stream, norms, projections and MLPs never move rows; only the attention, which mixes all
+    rows, needs q/k/v joined. Every expert runs, on an empty part if it has no tokens, so every
+    parameter is in the graph of every step (FSDP needs the same parameters used on all ranks)."""
 
     sizes_E: tuple[int, ...]
     index_E: list[torch.Tensor] | None = None
-    restore_L: torch.Tensor | None = None  # row of each token in the concatenated outputs
+    restore_L: torch.Tensor | None = None  # row of each token in the concatenated parts
 
     @classmethod
     def contiguous(cls, sizes_E: Sequence[int]) -> ExpertRouting:
@@ -97,37 +102,18 @@ class ExpertRouting:
         restore_L[order] = torch.arange(order.numel(), device=order.device)
         return cls(tuple(sizes_E), index_E, restore_L)
 
-    def apply(
-        self,
-        experts: Iterable[nn.Module],
-        fn: Callable[..., torch.Tensor],
-        *inputs_L: torch.Tensor,
-    ) -> torch.Tensor:
-        """``fn(expert, *inputs)`` on each expert's tokens; the output back in row order."""
-        (out,) = self.apply_multi(experts, lambda e, *xs: (fn(e, *xs),), *inputs_L)
-        return out
-
-    def apply_multi(
-        self,
-        experts: Iterable[nn.Module],
-        fn: Callable[..., tuple[torch.Tensor, ...]],
-        *inputs_L: torch.Tensor,
-    ) -> tuple[torch.Tensor, ...]:
-        """As ``apply`` for an ``fn`` returning several tensors.
-
-        Every expert runs, on an empty slice if it has no tokens, so every parameter is in the
-        graph of every step (FSDP needs the same parameters used on all ranks)."""
+    def split(self, x_L: torch.Tensor, rows_E: Sequence[int] | None = None) -> list[torch.Tensor]:
+        """Each expert's rows of ``x_L``. ``rows_E``: the run lengths, default ``sizes_E``; a
+        compiled block passes its parts' row counts, which Dynamo treats as token dimensions
+        (symbolic) rather than as constants to guard on."""
         if self.index_E is None:
-            parts_E: Iterable[tuple[torch.Tensor, ...]] = zip(
-                *(x.split(self.sizes_E) for x in inputs_L), strict=True
-            )
-        else:
-            parts_E = (tuple(x[idx] for x in inputs_L) for idx in self.index_E)
-        outs = [fn(expert, *xs) for expert, xs in zip(experts, parts_E, strict=True)]
-        joined = tuple(torch.cat(parts) for parts in zip(*outs, strict=True))
-        if self.restore_L is None:
-            return joined
-        return tuple(t[self.restore_L] for t in joined)
+            return list(x_L.split(list(self.sizes_E if rows_E is None else rows_E)))
+        return [x_L[idx] for idx in self.index_E]
+
+    def join(self, parts_E: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The inverse of ``split``: all rows, in row order."""
+        joined = torch.cat(list(parts_E))
+        return joined if self.restore_L is None else joined[self.restore_L]
 
 
 def check_expert_ids(expert_ids_L: torch.Tensor) -> None:
@@ -182,26 +168,31 @@ class Expert(nn.Module):
 
 
 class DecoderLayer(nn.Module):
+    """One MoT layer on the rows of each expert (``x_E``, from ``ExpertRouting.split``)."""
+
     def __init__(self, cfg: LLMConfig) -> None:
         super().__init__()
         self.experts = nn.ModuleList([Expert(cfg) for _ in range(NUM_EXPERTS)])
 
     def forward(
         self,
-        x_LD: torch.Tensor,
+        x_E: list[torch.Tensor],
         routing: ExpertRouting,
         rope: tuple[torch.Tensor, torch.Tensor],
         mask: AttentionMask,
         kv: LayerKV | None = None,
-    ) -> torch.Tensor:
-        q_LHD, k_KGD, v_KGD = routing.apply_multi(self.experts, Expert.qkv, x_LD)
+    ) -> list[torch.Tensor]:
+        qkv_E = [expert.qkv(x_TD) for expert, x_TD in zip(self.experts, x_E, strict=True)]
+        q_LHD, k_KGD, v_KGD = (routing.join([qkv[i] for qkv in qkv_E]) for i in range(3))
         cos, sin = rope
         q_LHD, k_KGD = apply_rope(q_LHD, cos, sin), apply_rope(k_KGD, cos, sin)
         if kv is not None:
             k_KGD, v_KGD = kv.extend(k_KGD, v_KGD)
         attn_LHD = attend(q_LHD, k_KGD, v_KGD, mask)
-        x_LD = x_LD + routing.apply(self.experts, Expert.out, attn_LHD.flatten(1))
-        return x_LD + routing.apply(self.experts, Expert.ffn, x_LD)
+        attn_E = routing.split(attn_LHD.flatten(1), [x_TD.shape[0] for x_TD in x_E])
+        experts = list(self.experts)
+        x_E = [x + e.out(a) for e, x, a in zip(experts, x_E, attn_E, strict=True)]
+        return [x + e.ffn(x) for e, x in zip(experts, x_E, strict=True)]
 
 
 class MoTDecoder(nn.Module):
@@ -238,6 +229,7 @@ class MoTDecoder(nn.Module):
         """Final hidden states [L, D] (after each expert's final norm); ``kv``: one cache view
         per layer, at inference."""
         rope = rope_cos_sin(self.inv_freq, position_ids_L, x_LD.dtype)
+        x_E = routing.split(x_LD)
         for i, layer in enumerate(self.layers):
-            x_LD = layer(x_LD, routing, rope, mask, None if kv is None else kv[i])
-        return routing.apply(self.norms, lambda norm, x: norm(x), x_LD)
+            x_E = layer(x_E, routing, rope, mask, None if kv is None else kv[i])
+        return routing.join([norm(x) for norm, x in zip(self.norms, x_E, strict=True)])
