@@ -136,3 +136,44 @@ def test_a_pack_without_images_gives_every_expert_a_gradient(cfg):
     generation = model.llm.layers[0].experts[GENERATION]
     assert all(p.grad is not None and not p.grad.any() for p in generation.parameters())
     assert model.llm.layers[0].experts[0].mlp.up_proj.weight.grad.abs().sum() > 0
+
+
+def _varied_pack(cfg: ModelConfig, seed: int) -> PackedBatch:
+    """An edit-like dialogue and a chat, with lengths drawn from ``seed``."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def n(low: int, high: int) -> int:
+        return int(torch.randint(low, high, (1,), generator=gen))
+
+    b = PackBuilder(cfg, gen).dialogue().text(n(2, 9)).vit_image(2, n(2, 4))
+    b.text(n(2, 6), supervised=True).vae_image(2, 2, noised=True)
+    b.vae_image(2, 2, noised=False, image=b.vae[-1][0]).text(n(2, 7), supervised=True)
+    b.dialogue().text(n(2, 9)).text(n(2, 9), supervised=True)
+    return b.build(128)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="compiled FlexAttention needs CUDA")
+def test_compiled_flex_blocks_on_cuda_match_sdpa_and_stop_compiling(cfg):
+    from train.metrics import CompileCounter
+    from train.parallelize import apply_compile
+
+    torch.manual_seed(0)
+    reference = ChatUMM(cfg).cuda().train()
+    model = ChatUMM(cfg).cuda().train()
+    model.load_state_dict(reference.state_dict())
+    apply_compile(model)
+    compiles = CompileCounter()
+    per_pack = []
+    for seed in range(6):
+        batch = _varied_pack(cfg, seed).to("cuda")
+        torch.manual_seed(seed)
+        flex = model(batch, attention="flex")
+        (flex.ce_sum + flex.mse_sum).backward()
+        per_pack.append(compiles.read())
+        torch.manual_seed(seed)
+        sdpa = reference(batch, attention="sdpa")
+        torch.testing.assert_close(flex.ce_sum, sdpa.ce_sum, rtol=2e-3, atol=2e-3)
+        torch.testing.assert_close(flex.mse_sum, sdpa.mse_sum, rtol=2e-3, atol=2e-3)
+    assert len({_varied_pack(cfg, s).real_tokens for s in range(6)}) > 3
+    assert per_pack[0] > 0 and per_pack[2:] == [0, 0, 0, 0], per_pack

@@ -100,7 +100,7 @@ def apply_compile(model: nn.Module) -> None:
     for blocks in _block_lists(model):
         for block in blocks:
             block.register_forward_pre_hook(_mark_token_dims_dynamic, with_kwargs=True)
-            block.forward = torch.compile(block.forward)  # type: ignore[method-assign]
+            block.forward = torch.compile(block.forward)
 
 
 def _mark_token_dims_dynamic(module: nn.Module, args: Any, kwargs: Any) -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 import torch
 import torch.nn.functional as F
@@ -182,7 +182,8 @@ class DecoderLayer(nn.Module):
         mask: AttentionMask,
         kv: LayerKV | None = None,
     ) -> list[torch.Tensor]:
-        qkv_E = [expert.qkv(x_TD) for expert, x_TD in zip(self.experts, x_E, strict=True)]
+        experts = cast(list[Expert], list(self.experts))
+        qkv_E = [expert.qkv(x_TD) for expert, x_TD in zip(experts, x_E, strict=True)]
         q_LHD, k_KGD, v_KGD = (routing.join([qkv[i] for qkv in qkv_E]) for i in range(3))
         cos, sin = rope
         q_LHD, k_KGD = apply_rope(q_LHD, cos, sin), apply_rope(k_KGD, cos, sin)
@@ -190,7 +191,6 @@ class DecoderLayer(nn.Module):
             k_KGD, v_KGD = kv.extend(k_KGD, v_KGD)
         attn_LHD = attend(q_LHD, k_KGD, v_KGD, mask)
         attn_E = routing.split(attn_LHD.flatten(1), [x_TD.shape[0] for x_TD in x_E])
-        experts = list(self.experts)
         x_E = [x + e.out(a) for e, x, a in zip(experts, x_E, attn_E, strict=True)]
         return [x + e.ffn(x) for e, x in zip(experts, x_E, strict=True)]
 
