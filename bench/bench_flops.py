@@ -1,7 +1,8 @@
 """Executed FLOPs of one training step (forward + backward), and what padding costs of them.
 
     python bench/bench_flops.py --preset tiny --tokens 1024 --pad-to 2048
-    python bench/bench_flops.py --preset small_100m --tokens 4096 --pad-to 4608
+    python bench/bench_flops.py --preset small_100m --tokens 4096 --pad-to 4608 \
+        --vit-side 16 --latent-side 24
 
 Counts what really runs, not a formula: ``torch.utils.flop_counter`` over every matmul and
 attention kernel of a real forward+backward on CPU (the dense SDPA kernel included, which
@@ -89,14 +90,16 @@ def main() -> None:
     ap.add_argument("--preset", default="tiny")
     ap.add_argument("--tokens", type=int, default=1024, help="pack dialogues up to this length")
     ap.add_argument("--pad-to", type=int, default=2048, help="then pad the pack to this length")
+    ap.add_argument("--vit-side", type=int, default=None, help="ViT patches per image side")
+    ap.add_argument("--latent-side", type=int, default=None, help="latent tokens per image side")
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
     cfg = ModelConfig.preset(args.preset)
-    big = cfg.vit.patch_size >= 14
-    sides = (27, 32) if big else (4, 2)  # ViT patches and latent tokens per image side
+    big = cfg.vit.patch_size >= 14  # bench_model's defaults
+    sides = (args.vit_side or (27 if big else 4), args.latent_side or (32 if big else 2))
     fitted = synthetic_batch(cfg, args.tokens, *sides).real_tokens
     unpadded = synthetic_batch(cfg, fitted, *sides)  # the same dialogues, no padding at all
     padded = pad_to(unpadded, args.pad_to)

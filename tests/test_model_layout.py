@@ -177,3 +177,10 @@ def test_compiled_flex_blocks_on_cuda_match_sdpa_and_stop_compiling(cfg):
         torch.testing.assert_close(flex.mse_sum, sdpa.mse_sum, rtol=2e-3, atol=2e-3)
     assert len({_varied_pack(cfg, s).real_tokens for s in range(6)}) > 3
     assert per_pack[0] > 0 and per_pack[2:] == [0, 0, 0, 0], per_pack
+
+
+def test_a_loss_position_on_padding_is_refused(cfg):
+    batch = dialogue_batch(cfg, capacity=96)
+    batch.ce_index_C[-1] = batch.seq_len - 1  # a padding position
+    with pytest.raises(ValueError, match="ce_index_C points at padding"):
+        ChatUMM(cfg)(batch)

@@ -164,6 +164,12 @@ class ChatUMM(nn.Module):
         device = batch.position_ids_L.device
         layout = ExpertLayout.of(batch)
         order_R = layout.order_R
+        read = torch.cat([batch.vit_index_P, batch.vae_index_M, batch.ce_index_C])
+        if read.numel() and bool((layout.rows_of(read) < 0).any()):
+            raise ValueError(
+                "PackedBatch: vit_index_P, vae_index_M or ce_index_C points at padding "
+                "(document_ids_L -1), which the decoder does not run; only text may pad"
+            )
         seq_mask = AttentionMask.build(
             generalized_causal_mask_mod(
                 batch.document_ids_L[order_R], batch.segment_ids_L[order_R],
