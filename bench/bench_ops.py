@@ -1,28 +1,28 @@
-"""Engine throughput benchmark: caption2query operations against a local OpenAI-compatible server.
+"""Engine throughput benchmark: caption2query operations against a local fake LLM server.
 
-Not a test. The fake server (``tests/fakes/fake_openai.py``) runs in its own process and answers
+Not a test. The fake server (``tests/fakes/fake_openai.py``, or ``fake_gemini.py`` with
+``--backend gemini``) runs in its own process and answers
 after 200 ms with a valid caption2query answer computed from the prompt; with ``--share-429`` a
 share of answers are HTTP 429 with ``Retry-After: 1``, drawn per request (``--keyed-faults``),
 so that the engine and the bare loop meet the same 429s on the same requests. Each measured run
 is a fresh child process, so its CPU time and peak RSS are its own:
 
-- ``engine``: ``run_op`` through ``Engine`` (openai backend, its default http1 transport, response cache
-  in a fresh directory) and a ``ShardWriter`` writing every sample (a t_i_0_0 dialogue) to
+- ``engine``: ``run_op`` through ``Engine`` (the backend asked for, response cache in a fresh
+  directory) and a ``ShardWriter`` writing every sample (a t_i_0_0 dialogue) to
   Parquet: rendering, parsing, validation, cache and shard writes all included; like
   ``synth run``, it holds at most twice the concurrency of operations at a time;
 - ``bare``: the practical limit of this machine: an aiohttp session + semaphore sending the
-  same pre-rendered request bodies and checking ``finish_reason`` (on a 429 it sleeps the
-  Retry-After outside the semaphore and resends).
+  same pre-rendered request bodies in the backend's wire format and checking the finish reason
+  (on a 429 it sleeps the Retry-After outside the semaphore and resends).
 
-Both run on the event loop of ``synth run`` (uvloop where installed; ``--loop asyncio`` for
-asyncio's own) and under its garbage-collector settings (``synth.runtime``); Arrow allocates
-with the system allocator, as in ``synth run``.
+Both run under ``asyncio.run``, as ``synth run`` does.
 Reported: wall time, requests/s, CPU ms per operation after start-up (imports, server start and
 session set-up excluded), peak RSS, and the start-up time of a 10-operation run (exec to exit).
 Every engine run checks all results: each answer must be exactly what the server computed for
 that prompt, parsed into six results, with the chosen text in the shard.
 
     python bench/bench_ops.py                   # full table, writes bench/results/bench_ops.json
+    python bench/bench_ops.py --backend openai gemini --out bench/results/bench_ops_gemini.json
     python bench/bench_ops.py --n 200 --concurrency 64 --out /tmp/smoke.json   # a smoke run
 """
 
@@ -42,6 +42,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+MODEL = {"openai": "gpt-4o-mini", "gemini": "gemini-2.5-flash"}
 
 WORDS = (
     ("red", "wooden", "tiny", "old", "shiny", "striped", "golden", "quiet"),
@@ -111,18 +113,28 @@ async def _engine_run(
     import random
 
     from ops import run_op
-    from ops.engine import Engine, EngineConfig
+    from ops.backends import open_engine
+    from ops.engine import EngineConfig
     from synth.shards import ShardWriter
 
     config = EngineConfig(
-        backend="openai",
-        model="gpt-4o-mini",
+        backend=args.backend,
+        model=MODEL[args.backend],
         base_url=args.url,
         concurrency=args.concurrency,
         cache_dir=out_dir / "cache",
         timeout_s=30,
     )
-    engine = Engine.from_config(config)
+    if args.client == "sdk":  # the backend's client library instead of its own HTTP path
+        from ops.backends import make_backend
+        from ops.engine import Engine
+
+        backend = make_backend(config)
+        await backend.aclose()
+        backend = type(backend)(config, client="sdk")  # type: ignore[call-arg]
+        engine = Engine(backend, config)
+    else:
+        engine = open_engine(config)
     writer = ShardWriter(out_dir / "shards")
     png = _png()
     captions = [caption(i) for i in range(args.n)]  # the source rows, read before the clock starts
@@ -189,27 +201,48 @@ def _correct_samples(shards: Path, n: int) -> int:
     return len(seen & set(range(n)))
 
 
-async def _bare_run(args: argparse.Namespace) -> tuple[float, float, dict[str, Any]]:
+def _wire(backend: str, url: str, n: int) -> tuple[str, dict[str, str], list[bytes]]:
+    """The URL, headers and bodies the engine sends for inputs 0..n-1 (same seeds as run_op)."""
     import random
 
-    import aiohttp
     import orjson
 
     from ops import OPS
-    from ops.engine.openai_backend import _body
     from ops.protocol import GenerationParams
 
     spec = OPS["caption2query"]
-    bodies = []
-    for i in range(args.n):  # the same requests run_op sends (its RNG draws the seed first)
+    requests = []
+    for i in range(n):  # the same requests run_op sends (its RNG draws the seed first)
         rng = random.Random(i)
         params = GenerationParams(max_tokens=spec.max_tokens, seed=rng.getrandbits(31))
-        bodies.append(
-            orjson.dumps(_body("gpt-4o-mini", spec.render({"caption": caption(i)}, rng, params)))
-        )
+        requests.append(spec.render({"caption": caption(i)}, rng, params))
+    if backend == "openai":
+        from ops.engine.openai_backend import _body
+
+        bodies = [orjson.dumps(_body(MODEL[backend], r)) for r in requests]
+        return url + "/chat/completions", {"Content-Type": "application/json"}, bodies
+    from ops.engine.gemini_backend import API_VERSION, request_body, thinking_budget
+
+    budget = thinking_budget(MODEL[backend], None)
+    bodies = [orjson.dumps(request_body(r, budget, MODEL[backend])) for r in requests]
+    headers = {"Content-Type": "application/json", "x-goog-api-key": "bench-key"}
+    return f"{url}/{API_VERSION}/models/{MODEL[backend]}:generateContent", headers, bodies
+
+
+def _finished(backend: str, raw: bytes) -> bool:
+    import orjson
+
+    data = orjson.loads(raw)
+    if backend == "openai":
+        return bool(data["choices"][0]["finish_reason"] == "stop")
+    return bool(data["candidates"][0]["finishReason"] == "STOP")
+
+
+async def _bare_run(args: argparse.Namespace) -> tuple[float, float, dict[str, Any]]:
+    import aiohttp
+
+    url, headers, bodies = _wire(args.backend, args.url, args.n)
     sem = asyncio.Semaphore(args.concurrency)
-    url = args.url + "/chat/completions"
-    headers = {"Content-Type": "application/json"}
     retries = 0
     t0, c0 = time.perf_counter(), time.process_time()
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
@@ -221,7 +254,7 @@ async def _bare_run(args: argparse.Namespace) -> tuple[float, float, dict[str, A
                     raw = await resp.read()
                     wait = float(resp.headers.get("Retry-After", 1)) if resp.status == 429 else None
                 if wait is None:
-                    assert orjson.loads(raw)["choices"][0]["finish_reason"] == "stop"
+                    assert resp.status == 200 and _finished(args.backend, raw), raw[:300]
                     return
                 retries += 1
                 await asyncio.sleep(wait)
@@ -231,16 +264,11 @@ async def _bare_run(args: argparse.Namespace) -> tuple[float, float, dict[str, A
 
 
 def child(args: argparse.Namespace) -> None:
-    from synth.runtime import prefer_system_allocator, run_async
-
-    prefer_system_allocator()  # as `synth run` does, before anything imports pyarrow
-    # Both modes run on the event loop and under the collector settings of `synth run`, so the
-    # ratio measures code.
     with tempfile.TemporaryDirectory() as tmp:
         if args.mode == "engine":
-            wall, cpu, extra = run_async(_engine_run(args, Path(tmp)), args.loop)
+            wall, cpu, extra = asyncio.run(_engine_run(args, Path(tmp)))
         else:
-            wall, cpu, extra = run_async(_bare_run(args), args.loop)
+            wall, cpu, extra = asyncio.run(_bare_run(args))
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": rss_mb, **extra}))
 
@@ -248,9 +276,9 @@ def child(args: argparse.Namespace) -> None:
 # ---- parent: servers, runs, table -------------------------------------------------------------
 
 
-def start_server(share_429: float, table: Path) -> tuple[subprocess.Popen[str], str]:
+def start_server(backend: str, share_429: float, table: Path) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.fake_openai", "--latency", "0.2",
+        [sys.executable, "-m", f"tests.fakes.fake_{backend}", "--latency", "0.2",
          "--share-429", str(share_429), "--retry-after", "1", "--keyed-faults",
          "--answer", "tests.fakes.answers:caption2query_answer", "--answer-table", str(table)],
         stdout=subprocess.PIPE, text=True, cwd=ROOT,
@@ -259,11 +287,14 @@ def start_server(share_429: float, table: Path) -> tuple[subprocess.Popen[str], 
     return proc, proc.stdout.readline().strip()
 
 
-def run_child(mode: str, url: str, n: int, concurrency: int, loop: str) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--child", mode, "--url", url, "--n", str(n),
-           "--concurrency", str(concurrency), "--loop", loop]  # fmt: skip
+def run_child(
+    backend: str, mode: str, url: str, n: int, concurrency: int, client: str = "http"
+) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--child", mode, "--backend", backend, "--url", url,
+           "--n", str(n), "--concurrency", str(concurrency), "--client", client]  # fmt: skip
+    env = {**os.environ, "GEMINI_API_KEY": "bench-key"}
     t0 = time.perf_counter()
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False)
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"{mode} run failed:\n{out.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
@@ -276,26 +307,26 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--concurrency", type=int, nargs="*", default=[64, 256])
     ap.add_argument(
-        "--loop", choices=["auto", "uvloop", "asyncio"], default="auto", help="as synth run's"
-    )
-    ap.add_argument(
         "--repeat",
         type=int,
         default=1,
         help="runs per cell (start-up too); the fastest is reported, every run's wall and CPU kept",
     )
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "bench_ops.json")
+    ap.add_argument("--backend", nargs="*", choices=["openai", "gemini"], default=["openai"])
+    ap.add_argument(
+        "--client", choices=["http", "sdk"], default="http", help="the backends' client"
+    )
     ap.add_argument("--child", choices=["engine", "bare"])
     ap.add_argument("--url", default="")
     args = ap.parse_args()
     if args.child:
-        args.mode, args.concurrency = args.child, args.concurrency[0]
+        args.mode, args.concurrency, args.backend = args.child, args.concurrency[0], args.backend[0]
         child(args)
         return
 
     # The server answers from a table computed here, by the same function it would call, so
     # that its CPU goes to HTTP: it must not be the bottleneck.
-    from synth.runtime import loop_factory
     from tests.fakes.answers import AnswerTable, caption2query_answer
 
     table = AnswerTable.build(
@@ -305,37 +336,40 @@ def main() -> None:
     table_file.write_text(json.dumps(table))
     rows: list[dict[str, Any]] = []
 
-    def run(share: float, mode: str, n: int, concurrency: int) -> dict[str, Any]:
+    def run(backend: str, share: float, mode: str, n: int, concurrency: int) -> dict[str, Any]:
         # A fresh server for every run: its keyed 429 draws count the repeats of each request,
         # so every run starts from the same count and meets the same 429s.
-        proc, url = start_server(share, table_file)
+        proc, url = start_server(backend, share, table_file)
         try:
-            return run_child(mode, url, n, concurrency, args.loop)
+            return run_child(backend, mode, url, n, concurrency, args.client)
         finally:
             proc.terminate()
             proc.wait()
 
     for share in (0.0, 0.05):
         for conc in args.concurrency:
-            for mode in ("bare", "engine"):
-                runs = [run(share, mode, args.n, conc) for _ in range(args.repeat)]
-                best = min(runs, key=lambda r: r["wall_s"])
-                spread = {"wall_s_runs": [r["wall_s"] for r in runs],
-                          "cpu_s_runs": [r["cpu_s"] for r in runs]}  # fmt: skip
-                rows.append(
-                    {"mode": mode, "share_429": share, "concurrency": conc, **best, **spread}
-                )
-                print(_line(rows[-1], args.n), flush=True)
+            for backend in args.backend:
+                for mode in ("bare", "engine"):
+                    runs = [run(backend, share, mode, args.n, conc) for _ in range(args.repeat)]
+                    best = min(runs, key=lambda r: r["wall_s"])
+                    spread = {"wall_s_runs": [r["wall_s"] for r in runs],
+                              "cpu_s_runs": [r["cpu_s"] for r in runs]}  # fmt: skip
+                    cell = {"backend": backend, "mode": mode, "share_429": share,
+                            "concurrency": conc}  # fmt: skip
+                    rows.append({**cell, **best, **spread})
+                    print(_line(rows[-1], args.n), flush=True)
         if share == 0.0:
-            startup = min(
-                (run(0.0, "engine", 10, 64) for _ in range(args.repeat)),
-                key=lambda r: r["exec_to_exit_s"],
-            )
-            rows.append({"mode": "startup-10", "share_429": 0.0, "concurrency": 64, **startup})
-            print(f"start-up, 10-operation run, exec to exit: {startup['exec_to_exit_s']:.2f} s")
+            for backend in args.backend:
+                startup = min(
+                    (run(backend, 0.0, "engine", 10, 64) for _ in range(args.repeat)),
+                    key=lambda r: r["exec_to_exit_s"],
+                )
+                cell = {"backend": backend, "mode": "startup-10", "share_429": 0.0}
+                rows.append({**cell, "concurrency": 64, **startup})
+                print(f"{backend} start-up, 10-operation run: {startup['exec_to_exit_s']:.2f} s")
     report = {
         "n": args.n,
-        "loop": "asyncio" if loop_factory(args.loop) is None else "uvloop",
+        "client": args.client,
         "cpus": len(os.sched_getaffinity(0)),
         "load_avg_at_end": os.getloadavg(),
         "rows": rows,
@@ -351,20 +385,31 @@ def main() -> None:
 def _line(r: dict[str, Any], n: int) -> str:
     extra = f" incorrect={r['incorrect']}" if r["mode"] == "engine" else ""
     return (
-        f"{r['mode']:7s} 429={r['share_429']:.0%} conc={r['concurrency']:4d} "
+        f"{r['backend']:6s} {r['mode']:7s} 429={r['share_429']:.0%} conc={r['concurrency']:4d} "
         f"wall={r['wall_s']:6.2f}s {n / r['wall_s']:7.0f} op/s cpu={r['cpu_s'] / n * 1e3:6.3f} ms/op "
         f"rss={r['peak_rss_mb']:6.1f} MB retries={r.get('retries', 0)}{extra}"
     )
 
 
 def _ratios(rows: list[dict[str, Any]]) -> dict[str, float]:
-    cell = {(r["mode"], r["share_429"], r["concurrency"]): r["wall_s"] for r in rows}
-    return {
-        f"engine/bare wall, 429={share:.0%}, conc={conc}": cell[("engine", share, conc)]
-        / cell[("bare", share, conc)]
-        for (mode, share, conc) in cell
+    """engine/bare wall per backend and cell; with both backends, gemini/openai engine wall."""
+    cell = {
+        (r["backend"], r["mode"], r["share_429"], r["concurrency"]): r["wall_s"]
+        for r in rows
+        if r["mode"] != "startup-10"
+    }
+    ratios = {
+        f"{b} engine/bare wall, 429={share:.0%}, conc={conc}": cell[(b, "engine", share, conc)]
+        / cell[(b, "bare", share, conc)]
+        for (b, mode, share, conc) in cell
         if mode == "engine"
     }
+    for b, mode, share, conc in cell:
+        if b == "gemini" and mode == "engine" and ("openai", mode, share, conc) in cell:
+            ratios[f"gemini/openai engine wall, 429={share:.0%}, conc={conc}"] = (
+                cell[(b, mode, share, conc)] / cell[("openai", mode, share, conc)]
+            )
+    return ratios
 
 
 if __name__ == "__main__":

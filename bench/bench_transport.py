@@ -1,8 +1,8 @@
-"""Which transport for the openai backend: http1, aiohttp or the openai SDK, and a bare loop.
+"""Which client for the openai backend: aiohttp or the openai SDK, beside a bare aiohttp loop.
 
 Not a test. Starts the fake OpenAI server in its own process (200 ms latency) and sends N
 requests at a given concurrency through each client, reporting wall time and the client
-process's CPU time per request. The result chose the default in ops/engine/openai_backend.py.
+process's CPU time per request. Results: bench/results/bench_ops.md.
 
     python bench/bench_transport.py --n 2000 --concurrency 64
 """
@@ -24,7 +24,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ops.engine.config import EngineConfig
 from ops.engine.openai_backend import OpenAIBackend
 from ops.protocol import LLMRequest, Message
-from synth.runtime import run_async
 
 
 def start_fake(
@@ -99,7 +98,6 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--latency", type=float, default=0.2)
-    ap.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default="auto")
     ap.add_argument("--repeat", type=int, default=1, help="rounds, clients alternated in each")
     args = ap.parse_args()
     proc, base_url = start_fake(args.latency)
@@ -107,23 +105,20 @@ def main() -> None:
         config = EngineConfig(backend="openai", model="m", base_url=base_url)
         runs = {
             "bare aiohttp": lambda r: run_bare(base_url, r, args.concurrency),
-            "openai backend (http1)": lambda r: run_backend(
-                OpenAIBackend(config, transport="http1"), r, args.concurrency
-            ),
-            "openai backend (aiohttp)": lambda r: run_backend(
-                OpenAIBackend(config, transport="aiohttp"), r, args.concurrency
+            "openai backend (http)": lambda r: run_backend(
+                OpenAIBackend(config, client="http"), r, args.concurrency
             ),
             "openai backend (sdk)": lambda r: run_backend(
-                OpenAIBackend(config, transport="sdk"), r, args.concurrency
+                OpenAIBackend(config, client="sdk"), r, args.concurrency
             ),
         }
         print(f"{'client':28s} {'wall s':>8s} {'req/s':>8s} {'CPU ms/req':>10s}")
         for _ in range(args.repeat):
             for name, fn in runs.items():
-                run_async(fn(requests(20)), args.loop)  # warm-up: imports, first connections
+                asyncio.run(fn(requests(20)))  # warm-up: imports, first connections
                 reqs = requests(args.n)
                 t0, c0 = time.perf_counter(), time.process_time()
-                run_async(fn(reqs), args.loop)  # the loop and collector settings of `synth run`
+                asyncio.run(fn(reqs))
                 wall, cpu = time.perf_counter() - t0, time.process_time() - c0
                 print(f"{name:28s} {wall:8.2f} {args.n / wall:8.0f} {cpu / args.n * 1e3:10.3f}")
     finally:

@@ -6,13 +6,16 @@ matplotlib, following examples/build_data.yaml.
 The output is committed, so a fresh machine runs the examples without these packages; this script
 is how it was made and how to remake it. It is deterministic for a given Pillow version: photos
 are scaled to at most 512 px on the longest side and saved as JPEG (quality 85), edits and
-composites are made from the scaled photos with PIL.
+composites are made from the scaled photos with PIL; a composite's subject is cut out of its
+photo by colour (scikit-image, SciPy) and pasted into the other photo.
 
 Layout written (paths in the JSONL files are relative to examples/data/):
 
     photos/<id>.jpg, photos/metadata.jsonl   text-to-image rows (a `datasets` imagefolder)
     edits/<id>.jpg, edit.jsonl               edit pairs: source photo, instruction, result
-    compose/<id>.jpg, compose.jsonl          two subject photos and a composite showing both
+    compose/<id>.jpg, compose.jsonl          two subject photos and a composite showing both in
+                                             one scene: the second's subject cut out of its
+                                             photo and placed into the first
     subject.jsonl, vqa.jsonl, chat.jsonl     subject rows, understanding Q&A, text-only chats
     LICENSE.md                               origin, credit and licence of every photo
 """
@@ -27,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
@@ -103,53 +107,66 @@ OPS: dict[str, Callable[..., Image.Image]] = {
 }
 
 
-GAP = 8  # white px between the two photos of a composite, and the frame of an inset
+def _largest(mask: Any) -> Any:
+    """The largest connected region of a boolean mask."""
+    from skimage import measure
+
+    labels = measure.label(mask)
+    if labels.max() == 0:
+        raise SystemExit("a cutout's colour range selects nothing; check build_data.yaml")
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    return labels == sizes.argmax()
 
 
-def _side_by_side(a: Image.Image, b: Image.Image) -> Image.Image:
-    """Both photos at one height, left and right, the pair at most LONGEST_SIDE wide."""
-    h = int((LONGEST_SIDE - GAP) / (a.width / a.height + b.width / b.height))
-    a, b = (
-        im.resize((round(im.width * h / im.height), h), Image.Resampling.LANCZOS) for im in (a, b)
+def cutout(im: Image.Image, spec: dict[str, Any]) -> Image.Image:
+    """The subject of ``im`` on a transparent background (RGBA, cropped to the subject): the
+    pixels whose HSV values lie in ``spec``'s ranges (``hue``, ``saturation``, ``value``, each
+    [low, high] in 0-1) inside its ``columns`` (fractions of the width), cleaned up with a
+    disk of radius ``smooth`` px, the largest region kept, holes filled, the edge feathered
+    by ``feather`` px."""
+    from scipy import ndimage
+    from skimage import color, morphology
+
+    rgb = np.asarray(_rgb(im))
+    hsv = color.rgb2hsv(rgb)
+    mask = np.ones(hsv.shape[:2], dtype=bool)
+    for k, channel in enumerate(("hue", "saturation", "value")):
+        if channel in spec:
+            low, high = spec[channel]
+            mask &= (hsv[..., k] >= low) & (hsv[..., k] <= high)
+    left, right = spec.get("columns", (0.0, 1.0))
+    mask[:, : round(left * mask.shape[1])] = False
+    mask[:, round(right * mask.shape[1]) :] = False
+    disk = morphology.disk(spec.get("smooth", 2))
+    mask = _largest(ndimage.binary_opening(mask, disk))
+    mask = ndimage.binary_fill_holes(ndimage.binary_closing(mask, disk))
+    alpha = Image.fromarray((mask * 255).astype(np.uint8)).filter(
+        ImageFilter.GaussianBlur(spec.get("feather", 1.0))
     )
-    canvas = Image.new("RGB", (a.width + GAP + b.width, h), "white")
-    canvas.paste(_rgb(a), (0, 0))
-    canvas.paste(_rgb(b), (a.width + GAP, 0))
-    return canvas
+    subject = _rgb(im).convert("RGBA")
+    subject.putalpha(alpha)
+    return subject.crop(alpha.getbbox())
 
 
-def _stacked(a: Image.Image, b: Image.Image) -> Image.Image:
-    """Both photos at one width, top and bottom, the pair at most LONGEST_SIDE tall."""
-    w = int((LONGEST_SIDE - GAP) / (a.height / a.width + b.height / b.width))
-    a, b = (
-        im.resize((w, round(im.height * w / im.width)), Image.Resampling.LANCZOS) for im in (a, b)
+def place(
+    background: Image.Image, subject: Image.Image, x: float, bottom: float, height: float
+) -> Image.Image:
+    """``subject`` (a cutout) pasted into ``background``: scaled to ``height`` times the
+    background's height, centred at ``x`` and standing on ``bottom`` (fractions of the
+    background's width and height). A greyscale background gets a greyscale subject."""
+    h = round(height * background.height)
+    subject = subject.resize(
+        (round(subject.width * h / subject.height), h), Image.Resampling.LANCZOS
     )
-    canvas = Image.new("RGB", (w, a.height + GAP + b.height), "white")
-    canvas.paste(_rgb(a), (0, 0))
-    canvas.paste(_rgb(b), (0, a.height + GAP))
-    return canvas
-
-
-def _inset(a: Image.Image, b: Image.Image, corner: str, fraction: float) -> Image.Image:
-    """``a`` whole, with ``b`` scaled to ``fraction`` of its width, framed in white, pasted
-    ``GAP`` px in from ``corner`` (upper-left, upper-right, lower-left, lower-right)."""
-    w = round(a.width * fraction)
-    small = b.resize((w, round(b.height * w / b.width)), Image.Resampling.LANCZOS)
-    framed = ImageOps.expand(_rgb(small), border=GAP // 2, fill="white")
-    vertical, horizontal = corner.split("-")
-    x = GAP if horizontal == "left" else a.width - framed.width - GAP
-    y = GAP if vertical == "upper" else a.height - framed.height - GAP
-    canvas = _rgb(a).copy()
-    canvas.paste(framed, (x, y))
-    return canvas
-
-
-# Every way to put two photos in one picture: name -> function(first, second, *arguments).
-LAYOUTS: dict[str, Callable[..., Image.Image]] = {
-    "side_by_side": _side_by_side,
-    "stacked": _stacked,
-    "inset": _inset,
-}
+    if background.mode == "L":
+        subject = Image.merge("RGBA", (*subject.convert("L").convert("RGB").split(),
+                                       subject.getchannel("A")))  # fmt: skip
+    canvas = _rgb(background).copy()
+    left = round(x * background.width - subject.width / 2)
+    top = round(bottom * background.height) - subject.height
+    canvas.paste(subject, (left, top), subject)
+    return canvas.convert(background.mode) if background.mode == "L" else canvas
 
 
 def jpeg(im: Image.Image) -> bytes:
@@ -205,11 +222,14 @@ def build(plan: dict[str, Any], out: Path) -> dict[str, int]:
         ],
     )
     subject_captions = {s["photo"]: s["caption"] for s in plan["subjects"]}
+    cutouts = {
+        name: cutout(scaled_photos[spec["photo"]], spec) for name, spec in plan["cutouts"].items()
+    }
     composites = {}
     for c in plan["compositions"]:
-        layout, *args = c["layout"]
-        first, second = scaled_photos[c["first"]], scaled_photos[c["second"]]
-        composites[c["id"]] = LAYOUTS[layout](first, second, *args)
+        name, x, bottom, height = c["place"]
+        assert plan["cutouts"][name]["photo"] == c["second"], c["id"]
+        composites[c["id"]] = place(scaled_photos[c["first"]], cutouts[name], x, bottom, height)
     write_images(out / "compose", composites)
     write_jsonl(
         out / "compose.jsonl",
@@ -302,12 +322,12 @@ as described by each row's instruction.
 
 ## Composites
 
-Each `compose/<id>.jpg` combines the two photographs named in `compose.jsonl` (its
-`first_image` and `second_image`) in one picture: side by side, one above the other, or the
-second scaled down and set into a corner of the first in a white frame, as its
-`target_caption` describes. It is an adaptation of both photographs and carries the licence and
-credit of each; a composite that uses `china.jpg` or `flower.jpg` is an adaptation under CC BY 2.0
-(credit as above; changes: scaled and combined with the other photograph as described).
+Each `compose/<id>.jpg` puts the subjects of the two photographs named in `compose.jsonl` (its
+`first_image` and `second_image`) into one scene: the subject of the second (the dahlia or the
+rocket) is cut out of its photograph, scaled and placed into the first, as its `target_caption`
+describes. It is an adaptation of both photographs and carries the licence and credit of each;
+a composite that uses `china.jpg` or `flower.jpg` is an adaptation under CC BY 2.0 (credit as
+above; changes: cut out, scaled and combined with the other photograph as described).
 
 ## Text
 

@@ -50,14 +50,24 @@ class LLMResponse:
     finish_reason: FinishReason
     model: str
     prompt_tokens: int = 0
-    completion_tokens: int = 0
+    completion_tokens: int = 0  # the answer's tokens
+    # Tokens a thinking model spent before answering (Gemini 2.5): billed as output, counted
+    # against TPM, never part of ``text``.
+    thinking_tokens: int = 0
 
 
 class Backend(Protocol):
-    """A model behind an API. ``name`` is openai | gemini | local | template."""
+    """A model behind an API. ``name`` is openai | gemini | local | template.
+
+    ``max_concurrency``: requests the backend can serve at once (a local server's slots), or
+    None for no limit of its own; the engine never sends more than that, whatever its config.
+    """
 
     name: str
     model: str
+
+    @property
+    def max_concurrency(self) -> int | None: ...
 
     async def complete(self, request: LLMRequest) -> LLMResponse: ...
 

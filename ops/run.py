@@ -5,9 +5,10 @@ backend or the engine that wraps one with concurrency, rate limits, retries and 
 Failures never raise: a truncated or filtered completion, an unparseable or invalid answer is
 retried with the next attempt number (a fresh sample, a new cache key) up to ``max_attempts``;
 an exception that survived the engine's own retries is not retried here. Either way the result
-carries a reason code and turns into a ``synth.contract.Reject`` row with ``to_reject``.
-Only programmer errors raise: an unknown operation, misspelt or missing input keys, or a
-``language`` the operation has no result in.
+carries a reason code and turns into an ``ops.records.Reject`` row with ``to_reject``.
+Only programmer and configuration errors raise: an unknown operation, misspelt or missing input
+keys, a ``language`` the operation has no result in, and a backend's ``BackendConfigError`` (a
+bad key, an unknown model: every other operation would fail the same way).
 """
 
 from __future__ import annotations
@@ -15,20 +16,18 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Mapping
-from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from itertools import chain
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
+from ops.engine.errors import BackendConfigError
 from ops.parse import ParseRejection
 from ops.protocol import GenerationParams, LLMRequest, LLMResponse
+from ops.records import LLMCall, Reject
 from ops.registry import OPS, OpSpec, Output, QAResult, TextResult
 from ops.validate import Language
-
-if TYPE_CHECKING:  # synth.contract pulls in pyarrow; keep `import ops` light
-    from synth.contract import LLMCall, Reject
 
 LLM_TRUNCATED = "llm:truncated"
 LLM_CONTENT_FILTER = "llm:content-filter"
@@ -44,6 +43,11 @@ _CALLER_ERRORS = {"missing", "extra_forbidden"}
 
 
 class Completer(Protocol):
+    """What ``run_op`` needs of a backend or the engine: a name for provenance (an engine bears
+    its backend's) and ``complete``."""
+
+    name: str
+
     async def complete(self, request: LLMRequest) -> LLMResponse: ...
 
 
@@ -52,15 +56,6 @@ def prompt_text(request: LLMRequest) -> str:
     if len(request.messages) == 1:
         return request.messages[0].content
     return "\n\n".join(f"[{m.role}]\n{m.content}" for m in request.messages)
-
-
-def backend_name(completer: object) -> str:
-    """The backend's name for provenance; an engine reports the backend it wraps."""
-    for obj in (completer, getattr(completer, "backend", None)):
-        name = getattr(obj, "name", None)
-        if isinstance(name, str):
-            return name
-    return type(completer).__name__
 
 
 @dataclass(frozen=True)
@@ -111,8 +106,6 @@ class OpResult:
         sample_id: str = "",
         payload: str | None = None,
     ) -> Reject:
-        from synth.contract import Reject
-
         assert not self.ok, "only a failed operation becomes a reject"
         return Reject(
             stage=stage,
@@ -167,21 +160,9 @@ async def run_op(
     if not eligible:
         raise ValueError(f"operation {op_name!r} has no result in language {language!r}")
 
-    # An engine admits a bounded number of operations at a time; the rest wait here, before
-    # rendering, so a caller that gathers a million operations holds a million coroutines,
-    # not a million rendered prompts.
-    admission = getattr(backend, "admission", None)
-    async with admission if admission is not None else nullcontext():
-        return await _attempts(
-            backend,
-            spec,
-            values,
-            rng,
-            languages,
-            eligible,
-            max_attempts=max_attempts,
-            params=params,
-        )
+    return await _attempts(
+        backend, spec, values, rng, languages, eligible, max_attempts=max_attempts, params=params
+    )
 
 
 async def _attempts(
@@ -196,8 +177,6 @@ async def _attempts(
     params: GenerationParams | None,
 ) -> OpResult:
     """Render the request, then ask up to ``max_attempts`` times for an answer that parses."""
-    from synth.contract import LLMCall
-
     op_name = spec.name
     seed = rng.getrandbits(31)
     base = (
@@ -213,6 +192,8 @@ async def _attempts(
         sent = request if attempt == 0 else replace(request, params=replace(base, attempt=attempt))
         try:
             response = await backend.complete(sent)
+        except BackendConfigError:
+            raise  # every other request would fail the same way: the run stops
         except Exception as err:  # the engine has already retried what is retryable
             failures.append(f"attempt {attempt + 1}: {LLM_ERROR} {type(err).__name__}: {err}")
             reason = LLM_ERROR
@@ -238,7 +219,7 @@ async def _attempts(
         call = LLMCall(
             operation=op_name,
             template_version=spec.template_version,
-            backend=backend_name(backend),
+            backend=backend.name,
             model=response.model,
             language=languages[chosen],
             prompt=prompt_text(sent),

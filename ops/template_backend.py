@@ -1,12 +1,17 @@
 """The offline ``template`` backend: every operation answered without a model, in both languages.
 
 It is deterministic (a function of the request's operation, variables, seed and attempt), fast,
-and honest about what it is: each result is the sampled sentence structure or a frame from
-``prompts/template_backend.yaml`` filled with words copied from the inputs (the caption's subject
-phrase, its first sentences, the edit query). Chinese results quote the copied fragment inside a
-Chinese frame. Provenance marks every call it answers with backend ``template``. It exists so
-the whole pipeline runs on a fresh machine in seconds, for dry runs, cost estimates and tests;
-the prompts are still rendered and counted as they would be sent.
+and honest about what it is. English results are sentence frames filled with phrases cut from
+the inputs at phrase boundaries (``ops.template_text``: a caption's subject noun phrase, its
+first clause, its sentences, the edit request), never cut inside a phrase. Chinese results are
+Chinese frames filled with Chinese phrases built from a glossary (``prompts/template_backend.
+yaml``), so they hold no English except text the caption quotes from the image (a name tag, a
+sign). Answers answer: a question about a picture is answered by what the picture shows, worded
+as an answer ("It shows ..."), not as a recital of "the description". A result it cannot write
+honestly (a Chinese text for a caption whose subject the glossary has no word for, an edit its
+edit table does not know) is left empty, and the validators refuse it with ``validate:empty``.
+Provenance marks every call it answers with backend ``template``; it exists so the pipeline runs
+on a fresh machine in seconds, for dry runs, cost estimates and tests, never as training data.
 
 Token counts use a documented estimate: one token per CJK character, one per four other
 characters (rounded up), plus four per message for the chat format.
@@ -20,114 +25,39 @@ import math
 import random
 import re
 from collections.abc import Callable, Mapping
-from functools import cache, lru_cache
-from importlib import resources
 from typing import Any
 
 from ops.parse import format_results
 from ops.protocol import LLMRequest, LLMResponse
 from ops.registry import OPS, OpSpec
-from ops.templates import load_yaml
-from ops.validate import INSTRUCTION, MAX_CHARS, content_words
+from ops.template_text import (
+    CJK,
+    bare,
+    data,
+    definite,
+    english_caption,
+    first_clause,
+    is_chinese,
+    is_clause,
+    lower_first,
+    quoted_text,
+    sentences,
+    subject_phrase,
+    zh_depicting,
+    zh_edit,
+    zh_items,
+    zh_list,
+    zh_name,
+    zh_subject,
+)
+from ops.validate import MAX_CHARS
 
-_CJK = re.compile(
-    r"[\u3000-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uff00-\uffef]"
-)
-# A sentence ends at CJK end punctuation, or at ASCII end punctuation followed by whitespace
-# ("3.5 metres" and "U.S.Navy" do not end one) unless the word before is an abbreviation.
-_SENTENCE_END = re.compile(r"(?<=[。！？])\s*|(?<=[.!?])\s+")
-_ABBREVIATION = re.compile(
-    r"(?:^|[\s(\"'])(?:(?:[A-Za-z]\.)+|Dr|Mr|Mrs|Ms|St|Mt|Jr|Sr|Prof|Capt|Lt|Col|Gen|Sgt|vs|approx)\.?$"
-)
-_CLAUSE_END = re.compile(r"[,;:，；：]")
-_ARTICLE = re.compile(r"^(a|an|the)\s+", re.IGNORECASE)
+_END = ".!?。！？”"
 
 
 def estimate_tokens(text: str) -> int:
-    cjk = len(_CJK.findall(text))
+    cjk = len(CJK.findall(text))
     return cjk + math.ceil((len(text) - cjk) / 4)
-
-
-@cache
-def frames() -> dict[str, Any]:
-    text = resources.files("prompts").joinpath("template_backend.yaml").read_text("utf-8")
-    data: dict[str, Any] = load_yaml(text)
-    return data
-
-
-def _is_chinese(text: str) -> bool:
-    return len(_CJK.findall(text)) * 2 >= len(text.replace(" ", ""))
-
-
-def split_sentences(text: str) -> tuple[str, ...]:
-    """``text`` cut into sentences, keeping "U.S. Navy", "e.g. a fox", "Dr. Smith" whole."""
-    merged: list[str] = []
-    for piece in _SENTENCE_END.split(text.strip()):
-        piece = piece.strip()
-        if not piece:
-            continue
-        if merged and merged[-1].endswith(".") and _ABBREVIATION.search(merged[-1]):
-            merged[-1] = f"{merged[-1]} {piece}"
-        else:
-            merged.append(piece)
-    return tuple(merged)
-
-
-@lru_cache(maxsize=4096)
-def sentences(caption: str) -> tuple[str, ...]:
-    """The caption's sentences, without any that address a model ("ignore the above ...")."""
-    parts = split_sentences(caption)
-    kept = tuple(s for s in parts if not INSTRUCTION.search(s))
-    return kept or parts or (caption.strip(),)
-
-
-@lru_cache(maxsize=4096)
-def subject_phrase(caption: str) -> str:
-    """The caption's opening noun phrase: "A lone individual sits on ..." -> "A lone individual"."""
-    first = sentences(caption)[0].rstrip(".!?。！？")
-    if _is_chinese(first):
-        return _CLAUSE_END.split(first)[0][:16]
-    spec = frames()
-    low = first.lower()
-    for opening in sorted(spec["subject_openings"], key=len, reverse=True):
-        if low.startswith(opening + " "):
-            first = first[len(opening) + 1 :]
-            break
-    words = _CLAUSE_END.split(first)[0].split()
-    stops = set(spec["subject_stops"])
-    taken: list[str] = []
-    for word in words:
-        if taken and (word.lower().strip(".,") in stops or len(taken) == 6):
-            break
-        taken.append(word)
-    phrase = " ".join(taken)
-    if not content_words(phrase):
-        phrase = " ".join(sorted(content_words(first), key=first.lower().find)[:4]) or first
-    return phrase
-
-
-def _trim(text: str, limit: int) -> str:
-    if len(text) <= limit:
-        return text
-    cut = text[:limit].rsplit(" ", 1)[0] if " " in text[:limit] else text[:limit]
-    return cut.rstrip(",;: ")
-
-
-def _lower_first(text: str) -> str:
-    """Lower-case a sentence's capital inside another sentence, but not "I" or an acronym."""
-    if not text:
-        return text
-    word = text.split(" ", 1)[0]
-    if word in ("A", "An", "The", "This", "There") or (word[1:].islower() and word != "I"):
-        return text[0].lower() + text[1:]
-    return text
-
-
-def _quote(fragment: str, language: str, inline: bool = True) -> str:
-    """A copied fragment as it sits in a result: quoted in Chinese, lower-cased inline in English."""
-    if language == "zh":
-        return str(frames()["zh_quote"]).format(quote=fragment.rstrip("."))
-    return _lower_first(fragment) if inline else fragment
 
 
 def fill(structure: str, content: str) -> str:
@@ -137,94 +67,218 @@ def fill(structure: str, content: str) -> str:
     before, after = structure.split("...", 1)
     content = content.rstrip(".!?。！？ ") if after.strip() else content
     text = before + content + after
-    if not after.strip() and text[-1] not in ".!?。！？”":
-        text += "。" if _CJK.search(structure) else "."
+    if not after.strip() and text[-1] not in _END:
+        text += "。" if CJK.search(structure) else "."
     return text
 
 
-def _phrase(caption: str, length: str, budget: int) -> str:
-    parts = sentences(caption)
-    if length == "short":
-        text = _CLAUSE_END.split(parts[0])[0]
-    elif length == "medium":
-        text = parts[0]
-    else:
-        text = " ".join(parts[:2])
-    return _trim(text, budget)
+def _sentence(text: str) -> str:
+    """``text`` ending with a full stop (unless it ends a sentence already)."""
+    text = text.strip()
+    return text if not text or text[-1] in _END else f"{text}."
 
 
-def _anchored(caption: str, exclude: str, budget: int) -> str:
-    """The shortest opening of the caption that names something the ``exclude`` text does not."""
-    for length in ("short", "medium", "long"):
-        phrase = _phrase(caption, length, budget)
-        if content_words(phrase) - content_words(exclude):
-            return phrase
-    return _phrase(caption, "long", budget)
+def _first_fitting(texts: list[str], limit: int) -> str:
+    """The first of ``texts`` within ``limit`` characters; "" (not written) when none is."""
+    return next((t for t in texts if 0 < len(t) <= limit), "")
 
 
-def _subject(caption: str) -> str:
-    return _ARTICLE.sub("", subject_phrase(caption))
-
-
+# A writer: (variables, language, length class, rng, character limit) -> the texts of one
+# result's fields, "" for a field it cannot write.
 Writer = Callable[[Mapping[str, Any], str, str, random.Random, int], list[str]]
+
+
+def _caption_forms(caption: str, length: str) -> list[tuple[str, str]]:
+    """(lead, rest) forms of the caption for a request of ``length``, longest first: the lead
+    is a noun phrase or a sentence, the rest whole sentences after it."""
+    parts = sentences(caption)
+    short = (first_clause(parts[0]), "")
+    medium = (parts[0].rstrip("."), "")
+    long = (parts[0].rstrip("."), " ".join(parts[1:2]))
+    return {"short": [short], "medium": [medium, short], "long": [long, medium, short]}[length]
 
 
 def _request(
     v: Mapping[str, Any], lang: str, length: str, rng: random.Random, lim: int
 ) -> list[str]:
-    structure = v[f"{lang}_structure"]
-    return [fill(structure, _quote(_phrase(v["caption"], length, lim - 40), lang))]
+    if lang == "zh":
+        return [_zh_request(v["zh_structure"], v["caption"], length, rng, lim)]
+    caption = english_caption(v["caption"])
+    if caption is None:
+        return [""]
+    texts = []
+    for lead, rest in _caption_forms(caption, length):
+        structure = v["en_structure"]
+        wants_clause = structure.split("...")[0].rstrip().lower().endswith(("where", "in which"))
+        clause = is_clause(lead)
+        if wants_clause and not clause:
+            structure = rng.choice(data()["request"]["en"])
+        content = lower_first(lead)
+        if clause and not wants_clause:
+            content = f"{data()['scene_where']} {content}"
+        texts.append(f"{fill(structure, content)} {rest}".strip())
+    return [_first_fitting(texts, lim)]
+
+
+def _zh_request(structure: str, caption: str, length: str, rng: random.Random, lim: int) -> str:
+    depicting = zh_depicting(caption)
+    if depicting is None:
+        return ""
+    subject, named = depicting
+    if not named:  # "有谷仓的": only structures that read "一张...的图片"
+        structure = rng.choice(data()["request"]["zh"])
+    structure = re.sub(r"(画面[中里])\.\.\.", r"\1有...", structure)
+    text = fill(structure, subject)
+    if length == "short":
+        return text if len(text) <= lim else ""
+    parts = sentences(caption)
+    items = zh_items(" ".join(parts[:1] if length == "medium" else parts[:2]), skip=subject)
+    texts = [
+        text + str(data()["zh_more"]).format(items=zh_list(items[:n]))
+        for n in range(len(items) if length == "long" else min(3, len(items)), 0, -1)
+    ]
+    return _first_fitting([*texts, text], lim)
 
 
 def _qa(v: Mapping[str, Any], lang: str, length: str, rng: random.Random, lim: int) -> list[str]:
-    spec = frames()
-    subject = _quote(_subject(v["caption"]), lang)
-    sentence = _quote(_phrase(v["caption"], "long", MAX_CHARS[(lang, "answer")] - 40), lang, False)
-    question = rng.choice(spec["qa_question"][lang]).format(subject=subject)
-    answer = rng.choice(spec["qa_answer"][lang]).format(sentence=sentence)
-    return [question, answer, fill(v[f"{lang}_structure"], "one" if lang == "en" else "一个")]
+    caption, frames = v["caption"], data()
+    request = fill(v[f"{lang}_structure"], "one" if lang == "en" else "一个")
+    limit = MAX_CHARS[(lang, "answer")]
+    if lang == "zh":
+        depicting = zh_depicting(caption)
+        if depicting is None:
+            return ["", "", request]
+        subject = depicting[0].removesuffix("的")
+        items = zh_items(" ".join(sentences(caption)[:2]))
+        question = rng.choice(frames["qa_question"]["zh"]).format(subject=subject)
+        answer = rng.choice(frames["qa_answer"]["zh"]).format(items=zh_list(items[:8]))
+        return [question, answer if len(answer) <= limit else "", request]
+    caption = english_caption(caption)
+    if caption is None:
+        return ["", "", request]
+    subject = lower_first(subject_phrase(caption, extended=True))
+    question = rng.choice(frames["qa_question"]["en"]).format(subject=subject)
+    frame = rng.choice(frames["qa_answer"]["en"])
+    parts = sentences(caption)
+    answers = [frame.format(sentence=lower_first(_sentence(" ".join(parts[:n])))) for n in (2, 1)]
+    return [question, _first_fitting(answers, limit), request]
 
 
 def _compose(op: str) -> Writer:
     def write(
         v: Mapping[str, Any], lang: str, length: str, rng: random.Random, lim: int
     ) -> list[str]:
-        budget = (lim - 60) // 2
-        pair = str(frames()["pair"][op][lang])
+        pair = str(data()["pair"][op][lang])
         if "{" in pair:  # the _dep forms name the subjects; the plain forms say "them"
-            b_caption = v.get("caption_b") or v["history_caption"]
-            a = _quote(_trim(_subject(v["caption_a"]), budget), lang) if "{a}" in pair else ""
-            pair = pair.format(a=a, b=_quote(_trim(_subject(b_caption), budget), lang))
-        return [fill(v[f"{lang}_structure"], pair)]
+            captions = {
+                "a": v.get("caption_a") or v.get("upload_caption", ""),
+                "b": v.get("caption_b") or v["history_caption"],
+            }
+            names = {k: _name(c, lang) for k, c in captions.items() if "{" + k + "}" in pair}
+            if None in names.values():
+                return [""]
+            pair = pair.format(**names)
+        text = fill(v[f"{lang}_structure"], pair)
+        return [text if len(text) <= lim else ""]
 
     return write
+
+
+def _name(caption: str, lang: str) -> str | None:
+    """The caption's subject as a history-dependent request names it in ``lang`` (without an
+    article), or None."""
+    if lang == "zh":
+        return zh_name(caption)
+    english = english_caption(caption)
+    return None if english is None else bare(subject_phrase(english, extended=True))
 
 
 def _dep_query(
     v: Mapping[str, Any], lang: str, length: str, rng: random.Random, lim: int
 ) -> list[str]:
-    subject = _quote(_anchored(v["caption"], v["query"], (lim - 40) // 2), lang)
-    query = _lower_first(v["query"]) if lang == "en" else v["query"]
-    return [rng.choice(frames()["dep_query"][lang]).format(subject=subject, query=query)]
+    caption, query, frames = v["caption"], v["query"].strip(), data()
+    if lang == "zh":
+        subject = zh_name(caption)
+        if subject is None:
+            return [""]
+        image = rng.choice(frames["dep_reference"]["zh"]).format(subject=subject)
+        text = f"对于{image}，{query}" if is_chinese(query) else zh_edit(query, image)
+        return [_sentence_zh(text) if text and len(text) < lim else ""]
+    english = english_caption(caption)
+    if is_chinese(query) or english is None:
+        return [""]
+    subject = definite(subject_phrase(english, extended=True))
+    noun = re.search(frames["deictic_noun"], query, re.IGNORECASE)
+    it = re.search(frames["deictic_it"], query, re.IGNORECASE)
+    if noun is not None:
+        # "the image with space" misreads a subject without an article: "of" forms only
+        forms = frames["dep_reference"]["en"]
+        forms = forms if subject.startswith("the ") else [f for f in forms if " of " in f]
+        named = rng.choice(forms).format(noun=noun.group(1).lower(), subject=subject)
+        text = query[: noun.start()] + named + query[noun.end() :]
+    elif it is not None:
+        named = frames["dep_reference"]["en"][0].format(noun="picture", subject=subject)
+        text = f"{query[: it.start()]}{it.group(1)} {named}{query[it.end() :]}"
+    else:
+        text = rng.choice(frames["dep_lead_in"]["en"]).format(
+            subject=subject, query=lower_first(query)
+        )
+    text = _sentence(text[0].upper() + text[1:])
+    return [text if len(text) <= lim else ""]
+
+
+def _sentence_zh(text: str) -> str:
+    return text if text[-1] in _END else f"{text}。"
 
 
 def _qa_dep(
     v: Mapping[str, Any], lang: str, length: str, rng: random.Random, lim: int
 ) -> list[str]:
-    return [fill(v[f"{lang}_structure"], _quote(_subject(v["caption"]), lang))]
+    name = _name(v["caption"], lang)
+    text = "" if name is None else fill(v[f"{lang}_structure"], name)
+    return [text if len(text) <= lim else ""]
 
 
 def _question(
     v: Mapping[str, Any], lang: str, length: str, rng: random.Random, lim: int
 ) -> list[str]:
-    return [fill(v[f"{lang}_structure"], _quote(subject_phrase(v["caption"]), lang))]
+    caption, frames = v["caption"], data()
+    if lang == "zh":
+        subject = zh_subject(caption)
+        if subject is None:
+            return [rng.choice(frames["question_unnamed"]["zh"])]
+        return [rng.choice(frames["question"]["zh"]).format(subject=subject)]
+    english = english_caption(caption)
+    if english is None:
+        return [""]
+    subject = definite(subject_phrase(english))
+    return [rng.choice(frames["question"]["en"]).format(subject=subject)]
 
 
 def _answer(
     v: Mapping[str, Any], lang: str, length: str, rng: random.Random, lim: int
 ) -> list[str]:
-    sentence = _quote(_phrase(v["caption"], "long", lim - 40), lang, False)
-    return [rng.choice(frames()["answer"][lang]).format(sentence=sentence)]
+    caption, frames = v["caption"], data()["answer"]
+    if lang == "zh":
+        parts = sentences(caption)
+        items = zh_items(" ".join(parts[:3]))
+        if not items:
+            return [""]
+        text = rng.choice(frames["zh"]).format(first=items[0])
+        if len(items) > 1:
+            text += str(frames["zh_more"]).format(items=zh_list(items[1:6]))
+        for quoted in quoted_text(caption):
+            text += str(frames["zh_sign"]).format(text=quoted)
+        return [text if len(text) <= lim else ""]
+    english = english_caption(caption)
+    if english is None:
+        return [""]
+    parts = sentences(english)
+    first = parts[0]
+    frame = rng.choice(frames["en_clause" if is_clause(first) else "en"])
+    lead = _sentence(frame.format(sentence=lower_first(first)))
+    texts = [" ".join([lead, *parts[1:n]]) for n in (3, 2, 1)]
+    return [_first_fitting(texts, lim)]
 
 
 WRITERS: dict[str, Writer] = {
@@ -263,9 +317,10 @@ def answer(spec: OpSpec, variables: Mapping[str, Any], rng: random.Random) -> st
 
 
 class TemplateBackend:
-    """A ``Backend`` that fills each operation's answer from its pools, frames and inputs."""
+    """A ``Backend`` that writes each operation's answer from frames, phrases and a glossary."""
 
     name = "template"
+    max_concurrency: int | None = None
 
     def __init__(self, model: str = "template-v1"):
         self.model = model

@@ -1,15 +1,17 @@
 """Python rows to an Arrow record batch, built from buffers.
 
-Every ``pa.array`` call on Python objects asks pyarrow's pandas shim whether the input is a
-pandas object, which imports pandas on first use: ~0.4 s and ~50 MB on a synthesis run that
-never touches a DataFrame. The shard writer's schema uses only strings, binaries, 32/64-bit
-integers, lists and structs, so this module lays those out directly (validity bitmaps, int32
-offsets, little-endian values) and hands the buffers to ``pa.Array.from_buffers``. The arrays
-hold the same values as ``pa.Table.from_pylist`` builds, so the Parquet bytes are the same.
+Contract: ``record_batch(rows, schema)`` holds the same values as
+``pa.RecordBatch.from_pylist(rows, schema=schema)`` (so the Parquet bytes are the same) for the
+types the shard schemas use: strings, binaries, 32/64-bit integers, lists and structs; any other
+type is a ``TypeError`` naming it. A row or struct value is a mapping, or an object whose
+attributes bear the field names (a ``DialogueSample`` and its nested models), so the shard
+writer passes samples as they are.
 
-A row or struct value is a mapping, or an object whose attributes bear the field names (a
-``DialogueSample`` and its nested models): the shard writer passes samples as they are, since
-dumping each into nested dicts first (``to_row``) cost as much as laying out its columns.
+Why not ``pa.RecordBatch.from_pylist``: every ``pa.array`` call on Python objects asks pyarrow's
+pandas shim whether the input is a pandas object, which imports pandas, and a synthesis run then
+misses its peak-memory target (bench/results/bench_ops.md). This module lays out the validity
+bitmaps, int32 offsets and little-endian values itself and hands them to
+``pa.Array.from_buffers``.
 """
 
 from __future__ import annotations
@@ -58,10 +60,9 @@ def _offsets(lengths: Iterable[int], total: int) -> pa.Buffer:
 def _joined(items: list[Any], type_: pa.DataType) -> tuple[bytes, Iterable[int]]:
     """The values' bytes end to end and each value's length in bytes.
 
-    Joining checks the value types in C: ``"".join`` takes only str and ``b"".join`` only
-    bytes-like values. ASCII text is one byte a character, so an ASCII column is encoded in one
-    call; other text is encoded value by value, once (record batches of bench samples: ~250k ->
-    ~160k instructions a row, against encoding the joined text and then each value again)."""
+    Joining checks the value types: ``"".join`` takes only str and ``b"".join`` only bytes-like
+    values. ASCII text is one byte a character, so an ASCII column is encoded in one call; other
+    text is encoded value by value, once."""
     try:
         if pa.types.is_binary(type_):
             return b"".join(items), map(len, items)

@@ -139,7 +139,8 @@ def front_matter(spec: CardSpec) -> dict[str, Any]:
         "language": languages,
         "task_categories": task_categories(spec.stats),
         "size_categories": [size_category(spec.stats.samples)],
-        "tags": ["synthetic", "multi-turn", "interleaved", "image-generation", "chatumm"],
+        "tags": ["synthetic", "multi-turn", "interleaved", "image-generation", "chatumm"]
+        + (["template-made"] if spec.stats.template_calls else []),
         "pretty_name": f"{spec.repo_id.split('/')[-1]} (chatumm dialogues)",
         "configs": configs,
         "dataset_info": dataset_info,
@@ -191,6 +192,7 @@ def render_card(spec: CardSpec) -> str:
         reject_rows=ordered(stats.reject_reasons),
         source_rows=ordered(stats.image_sources),
         license_note=spec.license_note,
+        template_calls=stats.template_calls,
     )
     header = yaml.dump(
         front_matter(spec), Dumper=_NoAliasDumper, sort_keys=False, allow_unicode=True, width=100

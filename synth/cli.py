@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from synth.errors import one_line, reported, require_dir
 from synth.stages.cli import run_app
 
 app = typer.Typer(
@@ -15,6 +16,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(run_app, name="run")
+_SHARDS_FIX = "give the --out directory of a `synth run` stage"
 
 
 @app.callback()
@@ -23,15 +25,18 @@ def _root() -> None:
 
 
 @app.command()
+@reported
 def validate(
     directory: Path = typer.Argument(..., help="a shard directory written by synth"),
 ) -> None:
-    """Check every invariant of the data contract; exit non-zero naming each broken sample."""
+    """Check every invariant of the data contract and that no sample_id repeats; exit 1 naming
+    each broken sample."""
     from synth.contract import InvariantError, validate_row
     from synth.shards import iter_rows, read_manifest, sample_files
 
-    manifest = read_manifest(directory)
+    manifest = read_manifest(require_dir(directory, "shard directory", _SHARDS_FIX))
     broken = checked = 0
+    first_seen: dict[str, int] = {}  # sample_id -> the row it first appeared in
     for row in iter_rows(sample_files(directory)):
         checked += 1
         try:
@@ -39,6 +44,16 @@ def validate(
         except InvariantError as err:
             broken += 1
             typer.echo(f"BROKEN {err}", err=True)
+        sample_id = str(row.get("sample_id"))
+        if sample_id in first_seen:
+            broken += 1
+            typer.echo(
+                f"BROKEN sample_id {sample_id} repeats: rows {first_seen[sample_id]} and "
+                f"{checked - 1} (a source with repeated row ids, or a shard written twice)",
+                err=True,
+            )
+        else:
+            first_seen[sample_id] = checked - 1
     if checked != manifest.samples:
         broken += 1
         typer.echo(
@@ -49,6 +64,7 @@ def validate(
 
 
 @app.command()
+@reported
 def sources(
     sources_file: Path = typer.Argument(..., help="a sources YAML file"),
     limit: int = typer.Option(0, help="read at most this many rows of each source; 0 reads all"),
@@ -64,11 +80,7 @@ def sources(
     from synth.contract import Reject
     from synth.sources import iter_source_rows, load_sources_file
 
-    try:
-        parsed = load_sources_file(sources_file)
-    except ValueError as err:
-        typer.echo(str(err), err=True)
-        raise typer.Exit(2) from None
+    parsed = load_sources_file(sources_file)
     table = Table("source", "kind", "format", "rows", "rejects", "reasons")
     any_rejects = False
     for spec in parsed.sources:
@@ -94,6 +106,7 @@ def sources(
 
 
 @app.command()
+@reported
 def stats(
     directories: list[Path] = typer.Argument(..., help="one or more shard directories"),
     plot: Path | None = typer.Option(None, "--plot", help="also write the charts as one PNG"),
@@ -103,13 +116,9 @@ def stats(
     from synth.stats import compute_stats, dumps
     from synth.stats_view import plot_stats, render_stats
 
-    try:
-        result = compute_stats(directories)
-        if plot is not None:
-            plot_stats(result, plot)
-    except (ValueError, FileNotFoundError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+    result = compute_stats([require_dir(d, "shard directory", _SHARDS_FIX) for d in directories])
+    if plot is not None:
+        plot_stats(result, plot)
     if as_json:
         typer.echo(dumps(result))
     else:
@@ -119,6 +128,7 @@ def stats(
 
 
 @app.command()
+@reported
 def inspect(
     directory: Path = typer.Argument(..., help="a shard directory"),
     limit: int = typer.Option(5, "--limit", "-n", min=1, help="show at most this many samples"),
@@ -132,16 +142,12 @@ def inspect(
     """Print dialogues readably: distractors dimmed, dependencies marked, images summarised."""
     from synth.inspection import Selection, inspect_dir
 
-    try:
-        shown = inspect_dir(
-            directory,
-            Selection(task=task, sample_id=sample_id, limit=limit),
-            provenance=provenance,
-            raw=raw,
-        )
-    except FileNotFoundError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+    shown = inspect_dir(
+        require_dir(directory, "shard directory", _SHARDS_FIX),
+        Selection(task=task, sample_id=sample_id, limit=limit),
+        provenance=provenance,
+        raw=raw,
+    )
     if not shown:
         wanted = " and ".join(
             f for f in (task and f"task {task}", sample_id and f"id {sample_id}") if f
@@ -151,6 +157,7 @@ def inspect(
 
 
 @app.command()
+@reported
 def push(
     directories: list[Path] = typer.Argument(
         ..., help="shard directories, e.g. the stage a, b, c outputs"
@@ -175,6 +182,11 @@ def push(
     files_per_commit: int = typer.Option(
         50, "--files-per-commit", min=1, help="data files per commit"
     ),
+    allow_template: bool = typer.Option(
+        False,
+        "--allow-template",
+        help="publish samples whose texts the offline template backend wrote",
+    ),
     dry_run: bool = typer.Option(
         False, "--dry-run", help="write the card and the plan locally; send nothing"
     ),
@@ -196,6 +208,7 @@ def push(
             exist_ok=exist_ok,
             with_rejects=with_rejects,
             license=license,
+            allow_template=allow_template,
             files_per_commit=files_per_commit,
         )
         plan = plan_push(list(directories), options)
@@ -204,10 +217,13 @@ def push(
             configs = ", ".join(f"{c.name} ({c.rows})" for c in plan.configs)
             typer.echo(f"dry run: {len(plan.files)} data file(s) in configs {configs}")
             typer.echo(f"wrote {out / 'README.md'} and {out / 'plan.json'}; nothing was sent")
+            refusal = plan.template_refusal()
+            if refusal is not None:
+                typer.echo(f"note: a push of this plan would stop: {refusal}", err=True)
             return
         result = push_plan(plan, log=typer.echo)
-    except (ValueError, FileNotFoundError, PushError) as err:
-        typer.echo(f"error: {err}", err=True)
+    except PushError as err:
+        typer.echo(f"error: {one_line(err)}", err=True)
         raise typer.Exit(2) from None
     typer.echo(
         f"pushed to {result.url} ({revision or 'main'}): {result.commits} commit(s), "

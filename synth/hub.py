@@ -170,6 +170,9 @@ def push(
     from huggingface_hub.utils import httpx  # the client's HTTP module (httpx2 in 2.x)
 
     opts = plan.options
+    refusal = plan.template_refusal()
+    if refusal is not None:
+        raise PushError(refusal)
     token = resolve_token()
     endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
     api = HfApi(endpoint=endpoint, token=token)

@@ -45,6 +45,8 @@ class PushOptions:
     exist_ok: bool = False
     with_rejects: bool = False
     license: str | None = None
+    # Publish samples whose texts the offline template backend wrote (the card says so).
+    allow_template: bool = False
     # Bounded commits make an interrupted push resumable at commit granularity.
     files_per_commit: int = 50
     bytes_per_commit: int = 4 << 30
@@ -80,6 +82,19 @@ class PushPlan:
     configs: list[ConfigSpec]
     card: str
     meta: dict[str, bytes] = field(repr=False)
+    template_calls: int = 0  # calls behind the samples the template backend answered
+    llm_calls: int = 0
+
+    def template_refusal(self) -> str | None:
+        """Why this plan may not be pushed as it is (template-made texts), else None."""
+        if not self.template_calls or self.options.allow_template:
+            return None
+        return (
+            f"{self.template_calls:,} of the {self.llm_calls:,} LLM calls behind these samples "
+            "were answered by the offline template backend (sentence frames, not a model): "
+            "a dry run's data, not training data; run the stages with --llm openai|gemini, or "
+            "pass --allow-template to publish it anyway (its card says so at the top)"
+        )
 
     @property
     def managed_prefixes(self) -> tuple[str, ...]:
@@ -183,7 +198,16 @@ def plan_push(dirs: list[str | Path], options: PushOptions) -> PushPlan:
         license=license_id,
         license_note=note,
     )
-    return PushPlan(options, [str(p) for p in paths], files, configs, render_card(spec), meta)
+    return PushPlan(
+        options,
+        [str(p) for p in paths],
+        files,
+        configs,
+        render_card(spec),
+        meta,
+        template_calls=stats.template_calls,
+        llm_calls=stats.llm_calls,
+    )
 
 
 def _configs(files: list[PlannedFile], stats: DatasetStats) -> list[ConfigSpec]:

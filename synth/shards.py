@@ -44,17 +44,15 @@ class ShardConfig:
     max_rows: int = 1000
     max_bytes: int = 512 * 1024 * 1024
     # A row group closes at whichever comes first. A training reader holds one row group at a
-    # time, ~6x its bytes at peak, and reads image rows as fast from 3-20 MB groups as it ever
-    # does (bench/results/row_groups.md): 8 MiB, ~20 rows of real images. In rows they may grow,
-    # since each Parquet row group costs ~6M instructions of fixed work (a page, statistics and
-    # a compressor per column): ~190k instructions per sample at 32 rows a group against ~25k
-    # at 256; writing a bench sample took ~140 us, now ~80 us.
+    # time, several times its bytes at peak, and reads image rows no slower from groups of a
+    # few MB (bench/results/row_groups.md): 8 MiB, a few dozen rows of real images. In rows they
+    # may grow, since each row group has a fixed cost per column (a page, statistics, a
+    # compressor) that small groups of text-only samples would pay per sample.
     row_group_rows: int = 256
     row_group_bytes: int = 8 * 1024 * 1024
-    # Parquet pages of 64 KiB rather than pyarrow's 1 MiB: writing a row group of 256 text-heavy
-    # samples then holds ~8 MB less (the writer keeps ~20 MB of page and compression buffers
-    # for 1 MiB pages, ~12 MB for 64 KiB) at the same CPU; zstd sees less of the template text
-    # repeated across prompts, so such shards are ~15% larger (image bytes do not compress).
+    # Parquet pages of 64 KiB rather than pyarrow's 1 MiB: the writer's page and compression
+    # buffers stay smaller, at the price of somewhat larger text-heavy shards (zstd sees less
+    # of the template text repeated across prompts; image bytes do not compress).
     data_page_bytes: int = 64 * 1024
 
 
@@ -126,7 +124,7 @@ def manifest_path(out_dir: Path, part: int) -> Path:
 
 # Leaves whose values are mostly unique (free text, ids, image bytes). Dictionary encoding them
 # is wasted work: the writer fills a dictionary of every value until it overflows, then falls
-# back to plain; measured on bench samples, ~10 MB of peak memory for 1,000 rows.
+# back to plain, holding the dictionary in memory meanwhile.
 _FREE_TEXT_LEAVES = frozenset({"sample_id", "text", "source_row", "caption", "bytes", "path",
                                "prompt", "response", "results", "parent_id", "detail",
                                "payload", "raw_response", "seed"})  # fmt: skip

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from synth.stats import DatasetStats
 from taxonomy import TASKS
+from taxonomy.names import DEPTHS
 
 
 def ordered(counter: Counter[str]) -> list[tuple[str, int]]:
@@ -24,7 +25,7 @@ def ordered(counter: Counter[str]) -> list[tuple[str, int]]:
     return counter.most_common()
 
 
-def _pct(n: int, total: int) -> str:
+def _pct(n: float, total: float) -> str:
     return f"{100 * n / total:.1f}%" if total else "-"
 
 
@@ -58,22 +59,95 @@ def task_table(stats: DatasetStats) -> Table:
     return table
 
 
+# (column, usage key, format) of the usage tables; the per-operation table leaves out the
+# cache hits and errors, which the per-stage table shows, to fit a terminal's 80 columns.
+_USAGE_COLUMNS = (
+    ("requests", "requests", "{:,.0f}"),
+    ("cached", "cache_hits", "{:,.0f}"),
+    ("errors", "errors", "{:,.0f}"),
+    ("tokens in", "prompt_tokens", "{:,.0f}"),
+    ("tokens out", "completion_tokens", "{:,.0f}"),
+    ("thinking", "thinking_tokens", "{:,.0f}"),  # shown when a model thought (Gemini 2.5)
+    ("USD", "cost_usd", "{:.4f}"),
+)
+
+
+def _usage_columns(table: Table, first: str, keys: tuple[str, ...]) -> None:
+    table.add_column(first, no_wrap=True)
+    for column, key, _ in _USAGE_COLUMNS:
+        if key in keys:
+            table.add_column(column, justify="right", no_wrap=True)
+
+
+def _usage_row(table: Table, name: str, usage: dict[str, float], keys: tuple[str, ...]) -> None:
+    cells = [fmt.format(usage.get(key, 0)) for _, key, fmt in _USAGE_COLUMNS if key in keys]
+    table.add_row(name, *cells)
+
+
+def usage_table(stats: DatasetStats) -> Table:
+    """What the engine recorded, per stage and in all (the manifests' run summaries)."""
+    table = Table(title="LLM usage as the engine recorded it (paid requests)", title_justify="left")
+    thought = bool(stats.engine.get("thinking_tokens"))
+    keys = tuple(k for _, k, _ in _USAGE_COLUMNS if k != "thinking_tokens" or thought)
+    _usage_columns(table, "stage", keys)
+    for stage, usage in sorted(stats.engine_by_stage.items()):
+        _usage_row(table, stage, usage, keys)
+    _usage_row(table, "[bold]all", stats.engine, keys)
+    return table
+
+
+def operation_table(stats: DatasetStats) -> Table:
+    table = Table(title="LLM usage per operation (engine)", title_justify="left")
+    keys = ("requests", "prompt_tokens", "completion_tokens", "cost_usd")
+    _usage_columns(table, "operation", keys)
+    by_requests = sorted(stats.engine_by_operation.items(), key=lambda kv: -kv[1]["requests"])
+    for op, usage in by_requests:
+        _usage_row(table, op, usage, keys)
+    return table
+
+
+def distractor_kind_table(stats: DatasetStats) -> Table:
+    """Distractor rounds by kind, next to the share the runs asked for (``distractor_mix``)."""
+    total = sum(stats.distractor_kinds.values())
+    weights = {k: w for k, w in stats.distractor_mix.items() if w > 0}
+    table = Table(title="Distractor rounds by kind", title_justify="left")
+    for column in ("kind", "rounds", "share", "asked"):
+        table.add_column(column, justify="left" if column == "kind" else "right")
+    for kind in sorted({*stats.distractor_kinds, *weights}):
+        asked = _pct(weights[kind], sum(weights.values(), 0.0)) if kind in weights else "-"
+        n = stats.distractor_kinds[kind]
+        table.add_row(kind, f"{n:,}", _pct(n, total), asked)
+    return table
+
+
 def render_stats(stats: DatasetStats, console: Console | None = None) -> None:
     console = console or Console()
     dirs = ", ".join(stats.dirs)
     console.print(
         f"[bold]{stats.samples:,}[/] samples, [bold]{stats.rejects:,}[/] rejects, "
-        f"{stats.images:,} images, {stats.llm_calls:,} LLM calls in {dirs}"
+        f"{stats.images:,} images in {dirs}; {stats.llm_calls:,} LLM calls wrote their texts "
+        f"({stats.prompt_tokens:,} tokens in, {stats.completion_tokens:,} out; a call "
+        "inherited from a parent sample is counted once, at the parent)"
     )
     for directory in stats.incomplete:
         console.print(f"[yellow]{directory}: the run has not finished (manifest not complete)[/]")
+    if stats.template_calls:
+        console.print(
+            f"[yellow]{stats.template_calls:,} of the {stats.llm_calls:,} calls were answered by "
+            "the offline template backend: sentence frames filled from the inputs, not model "
+            "text. Fine for dry runs, cost estimates and tests; not training data.[/]"
+        )
     console.print(task_table(stats))
     console.print(_counts_table("Samples per stage", "stage", stats.stages))
-    console.print(_counts_table("Task depth", "depth", stats.depth))
+    console.print(_counts_table("Dependency depth (taxonomy: 0, 1, n)", "depth", stats.depth))
     console.print(
-        _counts_table("Rounds from first dependency to final query", "rounds back", stats.distance)
+        _counts_table(
+            "Rounds between the final query and its first dependency", "rounds", stats.distance
+        )
     )
     console.print(_counts_table("Distractor rounds per sample", "distractors", stats.distractors))
+    if stats.distractor_kinds:
+        console.print(distractor_kind_table(stats))
     console.print(_counts_table("Dialogue length", "rounds", stats.rounds))
     console.print(_counts_table("Language of the final query", "language", stats.languages))
     console.print(_counts_table("Image sources", "source", stats.image_sources))
@@ -83,17 +157,10 @@ def render_stats(stats: DatasetStats, console: Console | None = None) -> None:
         console.print(
             _counts_table("LLM backends and models (calls)", "backend/model", stats.backends)
         )
-        console.print(_counts_table("Templates (calls)", "operation@version", stats.templates))
-    usage = Table(title="Usage", title_justify="left")
-    usage.add_column("what")
-    usage.add_column("value", justify="right")
-    usage.add_row("prompt tokens (kept samples)", f"{stats.prompt_tokens:,}")
-    usage.add_row("completion tokens (kept samples)", f"{stats.completion_tokens:,}")
-    for key, value in sorted(stats.run_summary.items()):
-        usage.add_row(
-            f"run summary: {key}", f"{value:,.4g}" if isinstance(value, float) else f"{value:,}"
-        )
-    console.print(usage)
+    if stats.engine_by_stage:
+        console.print(usage_table(stats))
+    if stats.engine_by_operation:
+        console.print(operation_table(stats))
 
 
 def _require_matplotlib() -> Any:
@@ -111,7 +178,7 @@ def _require_matplotlib() -> Any:
 
 
 def plot_stats(stats: DatasetStats, path: str | Path) -> Path:
-    """Write tasks, dependency distance, language mix and distractor counts as one PNG."""
+    """Write tasks, dependency depth, language mix and distractor counts as one PNG."""
     plt = _require_matplotlib()
     from matplotlib.ticker import MaxNLocator
 
@@ -123,8 +190,8 @@ def plot_stats(stats: DatasetStats, path: str | Path) -> Path:
         (axes[0][0], "Samples per task", sorted(stats.tasks.items()), True),
         (
             axes[0][1],
-            "Dependency depth (rounds back to the first dependency)",
-            ordered(stats.distance),
+            "Dependency depth (taxonomy: 0, 1, n)",
+            [(d, stats.depth[d]) for d in (*DEPTHS, "aux") if stats.depth[d]],
             False,
         ),
         (axes[1][0], "Language of the final query", ordered(stats.languages), False),

@@ -1,5 +1,6 @@
 """Shared fixtures: fake OpenAI and Gemini servers on 127.0.0.1 (see tests/fakes/), and the
-bundled dataset synthesized once per session (``bundled_run``).
+bundled dataset synthesized once per session (``bundled_run``) and a tiny checkpoint trained on
+it (``tiny_run_dir``).
 
 By default the fakes answer every chatumm operation validly: each ``OpSpec.render`` in the test
 is remembered in ``prompt_book``, and the fake replies as the template backend would for that
@@ -10,6 +11,7 @@ request (``tests/fakes/answers.py``). Set ``server.answer`` to script other answ
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +20,7 @@ from tests.fakes._server import FakeServer
 from tests.fakes.answers import PromptBook, record_renders
 from tests.fakes.fake_gemini import FakeGemini
 from tests.fakes.fake_openai import FakeOpenAI
+from tests.train_fixtures import train_tiny_run
 
 
 @pytest.fixture
@@ -57,3 +60,10 @@ def llm_server(
 def bundled_run(tmp_path_factory: pytest.TempPathFactory) -> BundledRun:
     """examples/sources.yaml through stages a, b and c with the template backend (a few seconds)."""
     return synthesize_bundled(tmp_path_factory.mktemp("bundled"))
+
+
+@pytest.fixture(scope="session")
+def tiny_run_dir(tmp_path_factory: pytest.TempPathFactory, bundled_run: BundledRun) -> Path:
+    """Two steps of the tiny recipe under torchrun on the bundled stage-c shards: a run
+    directory to load (inference, the demo)."""
+    return train_tiny_run(tmp_path_factory.mktemp("tiny_run"), bundled_run.stage_c)

@@ -1,4 +1,4 @@
-"""The openai (http1, aiohttp and SDK transports) and gemini backends over real HTTP to the fakes."""
+"""The openai (aiohttp and SDK clients) and gemini backends over real HTTP to the fakes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ops.engine import BackendConfigError, Engine, EngineConfig
+from ops.backends import open_engine
+from ops.engine import BackendConfigError, Engine, EngineConfig, TransientError
 from ops.engine.openai_backend import OpenAIBackend
 from ops.protocol import GenerationParams, LLMRequest, Message
 from tests.fakes._server import FakeRequest
@@ -30,7 +31,7 @@ def _reverse(request: FakeRequest) -> str:
     return request.messages[-1][1][::-1]
 
 
-def _openai_engine(server: FakeOpenAI, tmp_path: Path, transport: str = "auto") -> Engine:
+def _openai_engine(server: FakeOpenAI, tmp_path: Path, client: str = "http") -> Engine:
     config = EngineConfig(
         backend="openai",
         model="gpt-4o-mini",
@@ -39,19 +40,19 @@ def _openai_engine(server: FakeOpenAI, tmp_path: Path, transport: str = "auto") 
         cache_dir=tmp_path / "cache",
         timeout_s=5,
     )
-    return Engine(OpenAIBackend(config, transport=transport), config)  # type: ignore[arg-type]
+    return Engine(OpenAIBackend(config, client=client), config)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("transport", ["http1", "aiohttp", "sdk"])
+@pytest.mark.parametrize("client", ["http", "sdk"])
 def test_openai_wire_format_and_answers(
-    fake_openai: FakeOpenAI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, transport: str
+    fake_openai: FakeOpenAI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, client: str
 ) -> None:
     monkeypatch.setenv("CHATUMM_TEST_KEY", KEY)
     fake_openai.api_key = KEY
     fake_openai.answer = _reverse
 
     async def run() -> list[str]:
-        async with _openai_engine(fake_openai, tmp_path, transport) as engine:
+        async with _openai_engine(fake_openai, tmp_path, client) as engine:
             out = await asyncio.gather(*(engine.complete(_request(i)) for i in range(5)))
             assert all(r.finish_reason == "stop" and r.model == "gpt-4o-mini" for r in out)
             return [r.text for r in out]
@@ -77,7 +78,7 @@ def test_gemini_wire_format_and_answers(
     )
 
     async def run() -> list[str]:
-        async with Engine.from_config(config) as engine:
+        async with open_engine(config) as engine:
             out = await asyncio.gather(*(engine.complete(_request(i)) for i in range(5)))
             assert all(r.finish_reason == "stop" and r.prompt_tokens > 0 for r in out)
             return [r.text for r in out]
@@ -110,7 +111,9 @@ def test_bad_key_fails_fast_with_the_fix(
         async with _openai_engine(fake_openai, tmp_path) as engine:
             await engine.complete(_request(0))
 
-    with pytest.raises(BackendConfigError, match=r"HTTP 401.*API key environment variable"):
+    with pytest.raises(
+        BackendConfigError, match=r"refused the API key in CHATUMM_TEST_KEY \(HTTP 401"
+    ):
         asyncio.run(run())
 
 
@@ -144,7 +147,7 @@ def test_api_key_is_never_logged_or_cached(
     caplog.set_level(logging.DEBUG)
 
     async def run() -> None:
-        async with Engine.from_config(config) as engine:
+        async with open_engine(config) as engine:
             for i in range(3):
                 assert (await engine.complete(_request(i))).finish_reason == "stop"
             assert KEY not in repr(engine.stats.as_dict()) and KEY not in repr(config)
@@ -156,3 +159,38 @@ def test_api_key_is_never_logged_or_cached(
     assert files
     for path in files:  # nor the cache (database, WAL, shared memory)
         assert KEY.encode() not in path.read_bytes()
+
+
+def _no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+
+
+def test_openai_proxy_variables_apply_except_to_loopback(
+    fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTP_PROXY carries a request to a remote host (the fake acts as the forward proxy); a
+    loopback URL goes straight to its server even when the proxy is dead; NO_PROXY exempts."""
+    _no_proxy_env(monkeypatch)
+    fake_openai.answer = _reverse
+
+    async def ask(base_url: str) -> str:
+        config = EngineConfig(backend="openai", model="m", base_url=base_url, timeout_s=5)
+        backend = OpenAIBackend(config)
+        try:
+            return (await backend.complete(_request(1))).text
+        finally:
+            await backend.aclose()
+
+    monkeypatch.setenv("HTTP_PROXY", fake_openai.url)
+    assert asyncio.run(ask("http://api.example:8000/v1")) == "1 noitpac"
+    assert fake_openai.log[-1].headers["Host"] == "api.example:8000"  # sent through the proxy
+
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
+    port = fake_openai.port
+    for loopback in (f"127.0.0.1:{port}", f"localhost:{port}"):
+        assert asyncio.run(ask(f"http://{loopback}/v1")) == "1 noitpac"
+    monkeypatch.setenv("NO_PROXY", "exempt.example")
+    with pytest.raises(TransientError):  # exempt: sent directly, to a host that does not exist
+        asyncio.run(ask("http://exempt.example:1/v1"))

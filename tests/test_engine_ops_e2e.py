@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from ops import OPS, OpResult, run_op
+from ops.backends import open_engine
 from ops.engine import Engine, EngineConfig
 from tests.fakes._server import FakeServer, FaultPlan
 from tests.fakes.fake_openai import FakeOpenAI
@@ -36,7 +37,7 @@ def _config(server: FakeServer, cache: Path) -> EngineConfig:
 
 
 async def _run_ops(config: EngineConfig) -> tuple[list[OpResult], Engine]:
-    engine = Engine.from_config(config)
+    engine = open_engine(config)
     try:
         results = await asyncio.gather(
             *(run_op(engine, op, INPUTS[op], random.Random(i)) for i, op in enumerate(NAMES))
@@ -96,36 +97,3 @@ def test_every_operation_survives_faults(server: FakeServer, tmp_path: Path) -> 
     assert total.truncated == 2 and total.rate_limited >= 2 and total.errors == 0
     # Truncated answers were asked again by run_op with a new attempt (a new sample).
     assert sum(r.attempts for r in results) == len(NAMES) + 2
-
-
-def test_operations_are_rendered_only_when_admitted(
-    fake_openai: FakeOpenAI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # 60 operations gathered at once over an engine of concurrency 3: at most 2 x 3 of them
-    # are between render and result at any time, the rest wait unrendered.
-    spec = OPS["caption2query"]
-    render = type(spec).render_values  # run_op renders through it
-    counts = {"rendered": 0, "done": 0, "most_ahead": 0}
-
-    def counting(self: object, *args: object, **kwargs: object) -> object:
-        counts["rendered"] += 1
-        counts["most_ahead"] = max(counts["most_ahead"], counts["rendered"] - counts["done"])
-        return render(self, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(type(spec), "render_values", counting)
-    config = _config(fake_openai, tmp_path).model_copy(update={"concurrency": 3})
-
-    async def one(engine: Engine, i: int) -> OpResult:
-        result = await run_op(
-            engine, "caption2query", {"caption": f"A red fox, {i}."}, random.Random(i)
-        )
-        counts["done"] += 1
-        return result
-
-    async def run() -> list[OpResult]:
-        async with Engine.from_config(config) as engine:
-            return list(await asyncio.gather(*(one(engine, i) for i in range(60))))
-
-    results = asyncio.run(run())
-    assert all(r.ok for r in results) and counts["rendered"] == 60
-    assert 3 <= counts["most_ahead"] <= 6

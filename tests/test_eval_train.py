@@ -71,7 +71,7 @@ def test_trainer_skips_and_eval_reads_exactly_the_held_out_ids(
     assert trained and not trained & held
     assert loader.stats.held_out == len(held)
     assert len(trained) + len(held) == 40
-    chosen, counts = select_rows(resolve_files([shards]), HOLDOUT, max_per_task=100, seed=0)
+    chosen, _, counts = select_rows(resolve_files([shards]), HOLDOUT, max_per_task=100, seed=0)
     rows = sum(len(r) for groups in chosen.values() for r in groups.values())
     assert rows == counts["eligible"] == len(held)
 

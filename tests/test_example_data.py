@@ -60,7 +60,8 @@ def test_example_sources_load_with_zero_rejects() -> None:
     for subject in rows["photo-subjects"]:
         assert isinstance(subject, SubjectRow) and subject.row_id in photos
     # Each composite pairs two different subject photos, captioned as the subject rows are, and
-    # is a new picture of its own, at most 512 px on its longest side like every example image.
+    # is a new picture of its own, at most 512 px on its longest side like every example image:
+    # one scene, the first photo with the second's subject placed into it (checked below).
     subjects = {r.image: r.caption for r in rows["photo-subjects"] if isinstance(r, SubjectRow)}
     for pair in rows["photo-pairs"]:
         assert isinstance(pair, ComposeRow)
@@ -73,6 +74,33 @@ def test_example_sources_load_with_zero_rejects() -> None:
     chats = [r for r in rows["small-talk"] if isinstance(r, ChatRow)]
     languages = Counter(any("\u4e00" <= ch <= "\u9fff" for ch in c.turns[0][1]) for c in chats)
     assert languages[True] >= 3 and languages[False] >= 10  # Chinese and English chats
+
+
+def test_compositions_are_one_scene_as_their_captions_say() -> None:
+    """A composite is the first photo with the second subject cut out and placed into it (not
+    a collage): same size as the first photo, changed only where the subject was placed, and
+    its caption names both subjects and no collage layout."""
+    import numpy as np
+
+    from synth.stages.words import content_words
+
+    sources = load_sources_file(EXAMPLES / "sources.yaml")
+    (spec,) = [s for s in sources.sources if s.kind == "compose"]
+    pairs = [r for r in iter_source_rows(spec, sources.base_dir) if isinstance(r, ComposeRow)]
+    assert len(pairs) == 10
+    for pair in pairs:
+        first = Image.open(io.BytesIO(pair.first_image))
+        target = Image.open(io.BytesIO(pair.target_image))
+        assert target.size == first.size, pair.row_id
+        a = np.asarray(first.convert("L"), dtype=float)
+        b = np.asarray(target.convert("L"), dtype=float)
+        changed = np.abs(a - b) > 40  # JPEG noise stays well under this
+        assert 0.002 < changed.mean() < 0.25, (pair.row_id, changed.mean())
+        caption = pair.target_caption.lower()
+        for banned in ("side by side", "two photos", "one above the other", "framed picture"):
+            assert banned not in caption, (pair.row_id, banned)
+        for subject in (pair.first_caption, pair.second_caption):
+            assert content_words(subject) & content_words(caption), (pair.row_id, subject)
 
 
 def test_example_data_stays_small() -> None:

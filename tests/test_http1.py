@@ -1,6 +1,5 @@
 """The openai backend's HTTP/1.1 client against raw servers on 127.0.0.1 that answer each request
-with scripted bytes: framing, keep-alive, the server closing connections, deadlines, TLS; and
-the backend's choice of transport when a proxy is configured."""
+with scripted bytes: framing, keep-alive, the server closing connections, deadlines, TLS."""
 
 from __future__ import annotations
 
@@ -13,10 +12,7 @@ from dataclasses import dataclass, field
 import pytest
 import trustme
 
-from ops.engine import EngineConfig
 from ops.engine.http1 import HTTP1Client, HTTP1Error, HTTP1Timeout
-from ops.engine.openai_backend import OpenAIBackend
-from ops.protocol import GenerationParams, LLMRequest, Message
 
 # What the server does with one request: write bytes and keep the connection, or more.
 Action = Callable[[asyncio.StreamWriter], Awaitable[None]]
@@ -295,42 +291,3 @@ def test_tls_with_a_trusted_and_an_untrusted_certificate() -> None:
 def test_only_http_urls() -> None:
     with pytest.raises(ValueError, match="not an http"):
         HTTP1Client("ftp://example.com/x", headers={}, timeout_s=1)
-
-
-def test_openai_backend_uses_http1_unless_a_proxy_variable_applies(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """With HTTP_PROXY set, requests go through the proxy (aiohttp); NO_PROXY exempts a host."""
-    answer = b'{"choices": [{"message": {"content": "hi"}, "finish_reason": "stop"}]}'
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.lower(), raising=False)
-
-    def backend(base_url: str) -> OpenAIBackend:
-        config = EngineConfig(backend="openai", model="m", base_url=base_url)
-        return OpenAIBackend(config)
-
-    assert backend("http://api.example:8000/v1").transport == "http1"
-
-    async def main() -> RawServer:
-        proxy = await RawServer([reply(ok(answer))]).start()
-        monkeypatch.setenv("HTTP_PROXY", proxy.url.split("/v1")[0])
-        monkeypatch.setenv("NO_PROXY", "exempt.example")
-        assert backend("http://exempt.example/v1").transport == "http1"
-        for loopback in ("127.0.0.1:8000", "localhost", "[::1]:8080"):  # never proxied
-            assert backend(f"http://{loopback}/v1").transport == "http1"
-        via_proxy = backend("http://api.example:8000/v1")
-        assert via_proxy.transport == "aiohttp"
-        try:
-            response = await via_proxy.complete(
-                LLMRequest("op", (Message("user", "hello"),), GenerationParams())
-            )
-        finally:
-            await via_proxy.aclose()
-            await proxy.stop()
-        assert response.text == "hi"
-        return proxy
-
-    proxy = asyncio.run(main())
-    # a forward proxy is sent the absolute URL
-    assert proxy.requests[0][1].startswith(b"POST http://api.example:8000/v1/chat/completions ")

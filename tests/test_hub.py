@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from synth.card import parse_card, resolve_license
 from synth.cli import app
 from synth.shards import reject_files, sample_files
+from tests.bundled import BundledRun
 from tests.fakes.dialogues import stage_a, stage_b, stage_c
 from tests.fakes.fake_hub import FakeHub
 
@@ -38,6 +39,9 @@ def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
         # no login cache of the machine running the tests, and the LFS protocol instead of Xet
         monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
         monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+        # the sources tests set HF_HUB_OFFLINE for their Hub-layout readers; a push talks to
+        # the fake Hub whatever ran before
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
         yield fake
 
 
@@ -265,3 +269,33 @@ def test_unreachable_hub_and_bad_repo_id(
     assert code == 2 and "<namespace>/<name>" in out
     code, out = run(str(dirs[2]), "--repo-id", REPO, "--config-by", "colour")
     assert code == 2 and "--config-by" in out
+
+
+def test_template_made_data_is_marked_and_pushed_only_when_allowed(
+    hub: FakeHub, bundled_run: BundledRun, tmp_path: Path
+) -> None:
+    """The bundled run's texts come from the template backend: the card says so at the top,
+    and a push stops before any request unless --allow-template is given."""
+    dirs = [str(bundled_run.stage_a), str(bundled_run.stage_c)]
+    code, out = run(*dirs, "--repo-id", REPO, "--dry-run", "--plan-dir", str(tmp_path / "p"))
+    assert code == 0 and "would stop" in out and "--allow-template" in out
+    front, body = parse_card((tmp_path / "p" / "README.md").read_text())
+    assert "template-made" in front["tags"]
+    top = body.split("## Configurations")[0]
+    assert "Template-made texts, not model-written" in top and "backend: template" in top
+
+    code, out = run(*dirs, "--repo-id", REPO)
+    assert code == 2 and "answered by the offline template backend" in out
+    assert "--allow-template" in out and len(out.strip().splitlines()) == 1
+    assert sum(hub.requests.values()) == 0
+
+    code, out = run(*dirs, "--repo-id", REPO, "--allow-template")
+    assert code == 0, out
+    assert "Template-made texts" in hub.files(REPO)["README.md"].decode()
+
+
+def test_a_model_made_card_has_no_template_warning(dirs: list[Path], tmp_path: Path) -> None:
+    code, out = run(*map(str, dirs), "--repo-id", REPO, "--dry-run", "--plan-dir", str(tmp_path))
+    assert code == 0 and "would stop" not in out
+    front, body = parse_card((tmp_path / "README.md").read_text())
+    assert "template-made" not in front["tags"] and "Template-made" not in body

@@ -13,7 +13,6 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import yaml
 from PIL import Image
 
 from synth.contract import arrow_schema
@@ -38,33 +37,10 @@ def _run(
     return result
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory, bundled_run) -> Path:
+@pytest.fixture
+def run_dir(tiny_run_dir: Path) -> Path:
     """Two steps of the tiny recipe under torchrun on the bundled stage-c shards."""
-    tmp = tmp_path_factory.mktemp("infer_run")
-    raw = yaml.safe_load((ROOT / "train/configs/tiny.yaml").read_text())
-    raw["data"]["overrides"] = {"pack_tokens": 512, "max_dialogue_tokens": 512}
-    raw["checkpoint"] = {"every": 2, "keep": 1}
-    raw["log"].update(tensorboard=False, progress=False)
-    config = tmp / "tiny.yaml"
-    config.write_text(yaml.safe_dump(raw))
-    out = tmp / "run"
-    torchrun = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node",
-        "1",
-    ]
-    args = ["--config", config, "--data", bundled_run.stage_c, "--out", out, "--max-steps", "2"]
-    result = subprocess.run(
-        [*torchrun, "-m", "train", *map(str, args)],
-        env=_env(), capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-4000:]
-    assert (out / "ckpt" / "step-0000002" / "COMPLETE").is_file()
-    return out
+    return tiny_run_dir
 
 
 def _lines(path: Path) -> list[dict]:

@@ -13,7 +13,15 @@ from tests.builders import build_sample
 from tests.infer_support import tiny_assets
 from tests.model_batches import one_torch_thread  # noqa: F401
 from train.data import serialize_dialogue
-from train.infer import Chat, ImageOptions, TextOptions, continue_dialogue
+from train.infer import (
+    Chat,
+    DenoisingStep,
+    ImageDrawn,
+    ImageOptions,
+    TextOptions,
+    TextSoFar,
+    continue_dialogue,
+)
 from train.infer.text import generate_text_part
 
 FAST = {"steps": 4}
@@ -226,3 +234,79 @@ def test_two_subjects_then_put_them_together(assets) -> None:
         task="t_i_in_1", stage="a", provenance=Provenance(seed=0, depends_on=(1, 3))
     )
     assert [t.role for t in sample.turns] == ["user", "assistant"] * 3
+
+
+def test_progress_reports_every_token_step_and_image_of_the_turn(assets) -> None:
+    events: list = []
+    chat = _chat(assets, seed=4, max_parts=3)
+    chat.add_user("a fox")
+    reply = chat.reply(mode="image", on_progress=events.append)
+    quiet = _chat(assets, seed=4, max_parts=3).send("a fox", mode="image")
+    assert reply.turn == quiet.turn  # listening changes nothing
+    steps = [e for e in events if isinstance(e, DenoisingStep)]
+    assert [(e.part, e.done, e.total) for e in steps[:3]] == [(0, 1, 3), (0, 2, 3), (0, 3, 3)]
+    drawn = [e for e in events if isinstance(e, ImageDrawn)]
+    assert [e.part for e in drawn] == [
+        k for k, p in enumerate(reply.turn.parts) if p.type == "image"
+    ]
+    assert np.array_equal(_pixels(drawn[0].image), _pixels(reply.images[0]))
+    # a text part streams as its text so far; the last report is the part's text
+    for k, part in enumerate(reply.turn.parts):
+        texts = [e.text for e in events if isinstance(e, TextSoFar) and e.part == k]
+        if part.type == "text" and texts:
+            assert texts[-1] == part.text and all(part.text.startswith(t) for t in texts)
+    talk: list = []
+    answer = _chat(assets).send("hello", mode="text")
+    streamed = _chat(assets)
+    streamed.add_user("hello")
+    streamed.reply(mode="text", on_progress=talk.append)
+    first = [e.text for e in talk if isinstance(e, TextSoFar) and e.part == 0]
+    assert first
+    assert first[-1] == answer.turn.parts[0].text
+
+
+def test_a_user_turn_can_show_an_earlier_image_again(assets) -> None:
+    chat = _chat(assets, max_parts=1)
+    chat.send("a fox", mode="image")
+    chat.add_user("make it night", refs=[0], images=[_photo(0)])
+    parts = chat.turns[2].parts
+    assert [(p.type, p.image, p.origin) for p in parts[:2]] == [
+        ("image", 0, "upload"), ("image", 1, "upload")
+    ]  # fmt: skip
+    assert len(chat.images) == 2  # the drawn image is referenced, not copied
+    chat.reply(mode="image")
+    sample = chat.to_sample(task="ti_i_0_0", stage="a")
+    assert sample.turns[2].parts[0].image == 0
+    with pytest.raises(ValueError, match="image 7 is not in this conversation"):
+        chat.add_user("again", refs=[7])
+
+
+def test_truncate_goes_back_exactly_without_recomputing(assets) -> None:
+    chat = _chat(assets, seed=2, max_parts=1)
+    chat.send("a fox", mode="image")
+    length, logits = chat.ctx.cache.length, chat.ctx.next_logits()
+    chat.add_user("make it night", refs=[0], images=[_photo(30)])
+    chat.generator.manual_seed(9)
+    first = chat.reply(mode="image")
+    assert len(chat.images) == 3
+    chat.truncate(2)
+    assert (len(chat.turns), len(chat.images), chat.ctx.cache.length) == (2, 1, length)
+    assert torch.equal(chat.ctx.next_logits(), logits)
+    chat.add_user("make it night", refs=[0], images=[_photo(30)])
+    chat.generator.manual_seed(9)
+    again = chat.reply(mode="image")
+    assert again.turn == first.turn  # the same context: the same answer, to the pixel
+    assert np.array_equal(_pixels(again.images[0]), _pixels(first.images[0]))
+
+    # a reply that fails half-way is rolled back to its user turn, or before it
+    chat.add_user("a wide one")
+    before = chat.ctx.mark()
+    chat.image_overrides = {"steps": 3, "size": (4096, 64)}
+    with pytest.raises(ValueError, match="latent position table"):
+        chat.reply(mode="image")
+    chat.truncate(len(chat.turns))
+    assert chat.ctx.cache.length == before.length and chat.turns[-1].role == "user"
+    chat.truncate(4)
+    assert len(chat.turns) == 4 and chat.turns[-1].role == "assistant"
+    with pytest.raises(ValueError, match="cannot keep 9"):
+        chat.truncate(9)

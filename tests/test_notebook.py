@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import nbformat
@@ -34,7 +35,10 @@ def test_committed_without_outputs():
 
 def test_notebook_executes_on_the_bundled_data(bundled_run: BundledRun, monkeypatch):
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    monkeypatch.setenv("CHATUMM_DATA_DIR", str(bundled_run.stage_c))
+    # As the README gives it: a path relative to the repository root, while Jupyter runs the
+    # kernel in examples/.
+    relative = os.path.relpath(bundled_run.stage_c, NOTEBOOK.parents[1])
+    monkeypatch.setenv("CHATUMM_DATA_DIR", relative)
     monkeypatch.setenv("CHATUMM_N_DIALOGUES", "2")
     monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's inline backend draws the charts
     NotebookClient(
@@ -49,5 +53,6 @@ def test_notebook_executes_on_the_bundled_data(bundled_run: BundledRun, monkeypa
     assert "distractor" in html and "dependency" in html
     assert _outputs(nb, "image/png"), "the task / depth / distractor charts"
     printed = "".join(_outputs(nb, "stdout"))
+    assert f"reading {bundled_run.stage_c.resolve()}" in printed
     assert "--- prompt ---" in printed and "--- response ---" in printed
     assert "template/template-v1" in printed

@@ -9,7 +9,8 @@ import pytest
 
 from ops import OPS, OpResult, TemplateBackend, run_op
 from ops.protocol import LLMResponse
-from ops.template_backend import estimate_tokens, split_sentences
+from ops.template_backend import estimate_tokens
+from ops.template_text import split_sentences
 from synth.contract import LLMCall, Reject
 from tests.ops_cases import DOG, GOOD_DEP, INPUTS, ScriptedBackend, results
 

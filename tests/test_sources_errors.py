@@ -117,7 +117,8 @@ def test_a_column_missing_only_from_some_rows_rejects_those_rows(tmp_path: Path)
 
 
 def test_repeated_ids_are_rejects_and_never_two_samples_share_an_id(tmp_path: Path) -> None:
-    path = t2i_jsonl(tmp_path, [row("one", id="x"), row("two", id="y"), row("three", id="x")])
+    rows = [row("A red fox.", id="x"), row("A green barn.", id="y"), row("A blue kite.", id="x")]
+    path = t2i_jsonl(tmp_path, rows)
     path.write_text("sources:\n  - {name: t, kind: t2i, path: t2i.jsonl, columns: {id: id}}\n")
     items = read_all(path)
     assert [i.row_id if isinstance(i, T2IRow) else i.reason for i in items] == [

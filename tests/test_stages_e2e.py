@@ -10,7 +10,8 @@ from pathlib import Path
 import datasets
 
 from synth.contract import DialogueSample
-from synth.shards import iter_samples, read_manifest
+from synth.shards import iter_rejects, iter_samples, read_manifest
+from synth.stages.dialogue import sample_id
 from synth.stages.words import words_of
 from taxonomy import TASKS, TaskName
 from tests.stages_support import EXAMPLES, op_answer, run_stage
@@ -63,7 +64,11 @@ def test_bundled_data_a_b_c_with_the_template_backend(tmp_path: Path) -> None:
     made: set[str] = set()
     for out in (a, b, ca, cb):
         manifest = read_manifest(out)
-        assert manifest.complete and not manifest.reject_counts, manifest.reject_counts
+        assert manifest.complete, out
+        # The one kind of reject the bundled run has: the anchor check refusing a Chinese
+        # rewrite it cannot judge (an English caption outside its word list); see
+        # tests/test_bundled_words.py.
+        assert set(manifest.reject_counts) <= {"validate:no-anchor"}, manifest.reject_counts
         for sample in iter_samples(out):
             check_structure(sample)
             made.add(sample.task)
@@ -71,14 +76,22 @@ def test_bundled_data_a_b_c_with_the_template_backend(tmp_path: Path) -> None:
     # Stage b deepened every depth-1 sample, once; depth-0 samples stay in the stage-a output.
     a_samples = {s.sample_id: s for s in iter_samples(a)}
     parents = [s.provenance.parent_id for s in iter_samples(b)]
+    rejected = {r.sample_id for r in iter_rejects(b)}
     assert sorted(parents) == sorted(  # type: ignore[type-var]
-        i for i, s in a_samples.items() if TASKS[s.task].name.depth == "1"
+        i
+        for i, s in a_samples.items()
+        if TASKS[s.task].name.depth == "1"
+        and sample_id("b", 0, [i], str(TASKS[s.task].name.deepen())) not in rejected
     )
     for sample in iter_samples(b):
         parent = a_samples[sample.provenance.parent_id]  # type: ignore[index]
         n = len(parent.turns) - 2
         assert sample.turns[:n] == parent.turns[:n]  # append-only
-        assert sample.turns[-1] == parent.turns[-1]
+        assert resolved(sample, -1) == resolved(parent, -1)  # the same answer, images in order
+        kept = len({i for t in parent.turns[:n] for i in t.images})
+        assert sample.images[:kept] == parent.images[:kept]
+        uploads = [[p for p in resolved(s, -2) if p[0] == "image"] for s in (sample, parent)]
+        assert uploads[0] == uploads[1]  # the final query is rewritten, its upload kept
         assert (
             sample.provenance.llm_calls[: len(parent.provenance.llm_calls)]
             == parent.provenance.llm_calls
@@ -104,6 +117,14 @@ def test_bundled_data_a_b_c_with_the_template_backend(tmp_path: Path) -> None:
     assert {s.task for s in both.values()} == {t for t in TASKS if TASKS[t].stage == "c"}
     assert both == {s.sample_id: s for out in (ca, cb) for s in iter_samples(out)}
     assert read_manifest(cab).config["input"] == [str(a.resolve()), str(b.resolve())]
+
+
+def resolved(sample: DialogueSample, turn: int) -> list[tuple]:
+    """A turn's parts with their images as records, not indices (which stage b renumbers)."""
+    return [
+        (p.type, p.text, p.origin, None if p.image is None else sample.images[p.image])
+        for p in sample.turns[turn].parts
+    ]
 
 
 def check_unrelated_distractors(sample: DialogueSample) -> None:

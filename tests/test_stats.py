@@ -44,12 +44,13 @@ def test_stage_a_numbers(dirs: list[Path]) -> None:
     assert sum(s.templates.values()) == 6
     assert {t.split("@")[0] for t in s.templates} == {"caption2query", "caption2QA_q"}
     assert (s.prompt_tokens, s.completion_tokens) == (720, 180)
-    assert s.run_summary == {
-        "tokens.prompt": 1000,
-        "tokens.completion": 250,
-        "cost_usd": 0.125,
-        "requests": 11,
-    }
+    # the engine's own record, from the manifest: every paid request, not only kept samples'
+    assert s.engine == {"requests": 11, "cache_hits": 2, "errors": 1, "prompt_tokens": 1000,
+                        "completion_tokens": 250, "thinking_tokens": 0,
+                        "cost_usd": 0.125}  # fmt: skip
+    assert s.engine_by_stage == {"a": s.engine}
+    assert s.engine_by_operation["caption2query"]["requests"] == 9
+    assert s.template_calls == 0
     assert s.incomplete == []
 
 
@@ -59,11 +60,12 @@ def test_stage_b_distractors_and_merge(dirs: list[Path]) -> None:
     assert b.distractors == {"1": 1, "2": 1, "3": 1}
     assert b.distance == {"2": 1, "3": 1, "4": 1}
     assert b.reject_reasons == {"invariant:task-structure": 1}
+    assert b.distractor_kinds == {"t2i": 6}  # 1 + 2 + 3 generated-image rounds
     total = compute_stats(dirs)
     assert total.samples == 15 and total.stages == {"a": 8, "b": 3, "c": 4}
     assert total.languages == {"en": 12, "zh": 3}
     assert total.rejects == 4
-    assert total.run_summary["cost_usd"] == 0.125
+    assert total.engine["cost_usd"] == 0.125 and total.engine_by_stage == {"a": total.engine}
     assert DatasetStats.from_json(json.loads(json.dumps(total.to_json()))) == total
 
 
@@ -92,7 +94,7 @@ def test_cli_json_tables_and_plot(dirs: list[Path], tmp_path: Path) -> None:
     png = tmp_path / "charts" / "stats.png"
     result = runner.invoke(app, ["stats", str(dirs[0]), "--plot", str(png)], env={"COLUMNS": "160"})
     assert result.exit_code == 0, result.output
-    for expected in ("t_i_0_0", "parse:wrong-count", "openai/gpt-4o-mini", "cost_usd", "zh"):
+    for expected in ("t_i_0_0", "parse:wrong-count", "openai/gpt-4o-mini", "0.1250", "zh"):
         assert expected in result.stdout
     with Image.open(png) as img:
         img.verify()

@@ -7,12 +7,18 @@ of every stage-c task, with their history turns. Swap in real stage-c output whe
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
+
+import yaml
 
 from synth.shards import ShardConfig, ShardWriter
 from taxonomy import TASKS
 from tests.builders import build_sample
 
+ROOT = Path(__file__).resolve().parents[1]
 STAGE_C_TASKS = sorted(name for name, spec in TASKS.items() if spec.stage == "c")
 
 
@@ -38,3 +44,25 @@ def write_stage_c_shards(
             writer.mark(i + 1)
         writer.close({"samples": samples})
     return out_dir
+
+
+def train_tiny_run(tmp: Path, data: Path) -> Path:
+    """Two steps of the tiny recipe under torchrun (one process) on ``data``: a run directory
+    with one complete checkpoint, as a user's ``torchrun -m train`` writes it."""
+    raw = yaml.safe_load((ROOT / "train/configs/tiny.yaml").read_text())
+    raw["data"]["overrides"] = {"pack_tokens": 512, "max_dialogue_tokens": 512}
+    raw["checkpoint"] = {"every": 2, "keep": 1}
+    raw["log"].update(tensorboard=False, progress=False)
+    config = tmp / "tiny.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    out = tmp / "run"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    args = ["--config", config, "--data", data, "--out", out, "--max-steps", "2"]
+    result = subprocess.run(
+        [*torchrun, "--nproc-per-node", "1", "-m", "train", *map(str, args)],
+        env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert (out / "ckpt" / "step-0000002" / "COMPLETE").is_file()
+    return out

@@ -1,12 +1,13 @@
 """``python -m train``: train (under ``torchrun`` or as one process), ``export`` a checkpoint, or
-talk to a model (``chat``, ``generate``: ``train/infer/cli.py``), or measure context tracking
-(``eval``: ``train/eval/cli.py``).
+talk to a model (``chat``, ``generate``: ``train/infer/cli.py``; ``demo`` in the browser:
+``train/demo/``), or measure context tracking (``eval``: ``train/eval/cli.py``).
 
     torchrun --nproc-per-node N -m train --config CONFIG --data DIR [DIR ...] --out DIR \\
         [--max-steps K] [--resume] [--init-from BAGEL_DIR] [--profile N]
     python -m train export CHECKPOINT OUT_DIR [--ema]
     python -m train chat --checkpoint DIR
     python -m train generate --checkpoint DIR --in SHARDS --out DIR [--seed N]
+    python -m train demo --checkpoint DIR [--port N] [--host 127.0.0.1]
     torchrun --nproc-per-node N -m train eval --checkpoint RUN --data DIR [DIR ...] --out DIR
 """
 
@@ -70,6 +71,11 @@ def main() -> None:
         from train.eval.cli import eval_app
 
         eval_app(_expand_multi(argv[1:], "--data"), prog_name="python -m train eval")
+        return
+    if argv[:1] == ["demo"]:
+        from train.demo.cli import demo_app
+
+        demo_app(argv[1:], prog_name="python -m train demo")
         return
     if argv[:1] in (["chat"], ["generate"]):
         from train.infer.cli import chat_app, generate_app

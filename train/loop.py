@@ -14,10 +14,11 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
@@ -37,6 +38,11 @@ from train.resolve import (
     resolved_config_text,
 )
 from train.step import StepResult, train_step
+
+if TYPE_CHECKING:
+    from train.batch import PackedBatch
+    from train.data import DataConfig, PackedLoader
+    from train.model import ModelConfig
 
 
 @dataclass
@@ -76,7 +82,7 @@ class StopFlag:
             s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)
         }
 
-    def _handle(self, signum: int, frame: Any) -> None:
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.requested = True
         signal.signal(signum, self._previous[signal.Signals(signum)])  # a second one acts as usual
 
@@ -85,7 +91,7 @@ class StopFlag:
             signal.signal(sig, handler)
 
 
-def initial_model(cfg: TrainConfig, model_cfg: Any, init_from: Path | None) -> nn.Module:
+def initial_model(cfg: TrainConfig, model_cfg: ModelConfig, init_from: Path | None) -> nn.Module:
     """The step-0 model, full and on CPU: built on the meta device, materialised and initialised
     with the config's seed (the same on every rank, so every rank holds the same weights before
     sharding), then BAGEL's weights with ``init_from``."""
@@ -104,7 +110,9 @@ def initial_model(cfg: TrainConfig, model_cfg: Any, init_from: Path | None) -> n
     return model
 
 
-def build_model(cfg: TrainConfig, model_cfg: Any, rt: Runtime, init_from: Path | None) -> nn.Module:
+def build_model(
+    cfg: TrainConfig, model_cfg: ModelConfig, rt: Runtime, init_from: Path | None
+) -> nn.Module:
     """The step-0 model, frozen where configured and sharded onto the device."""
     model = initial_model(cfg, model_cfg, init_from)
     apply_freeze(model, cfg.optim.freeze)
@@ -116,11 +124,11 @@ def build_model(cfg: TrainConfig, model_cfg: Any, rt: Runtime, init_from: Path |
 def _loaders(
     cfg: TrainConfig,
     data: list[Path],
-    data_cfg: Any,
+    data_cfg: DataConfig,
     tokenizer_path: Path,
     vocab_size: int,
     rt: Runtime,
-) -> list[Any]:
+) -> list[PackedLoader]:
     from train.data import PackedLoader, load_tokenizer
 
     tokenizer = load_tokenizer(tokenizer_path)
@@ -179,11 +187,13 @@ def _train(
             f"{out} already holds checkpoint {latest.path.name}; pass --resume to continue it "
             "or choose a fresh --out"
         )
-    model_cfg = resolve_model_config(cfg, init_from if latest is None else None, latest)
+    # BAGEL's weights start a fresh run only; a resumed one takes everything from its checkpoint.
+    fresh_from = init_from if latest is None else None
+    model_cfg = resolve_model_config(cfg, fresh_from, latest)
     data_cfg = resolve_data_config(cfg, model_cfg)
-    tokenizer_path = resolve_tokenizer_path(cfg, init_from if latest is None else None, latest)
+    tokenizer_path = resolve_tokenizer_path(cfg, fresh_from, latest)
     config_text = resolved_config_text(cfg, model_cfg, data_cfg, tokenizer_path)
-    model = build_model(cfg, model_cfg, rt, init_from if latest is None else None)
+    model = build_model(cfg, model_cfg, rt, fresh_from)
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim)
     ema = EMA(model, cfg.optim.ema_decay) if cfg.optim.ema_decay else None
@@ -241,7 +251,7 @@ def _train(
         )
     stop = StopFlag()
     peak = peak_flops(rt.device, cfg.log.peak_tflops)
-    streams: list[Iterator[Any]] = [iter(loader) for loader in loaders]
+    streams: list[Iterator[PackedBatch]] = [iter(loader) for loader in loaders]
     compiles = CompileCounter()
     profiler = (
         StepProfiler(out / "profile", rank=rt.rank, steps=profile, device=rt.device)
@@ -292,9 +302,8 @@ def _train(
             if profiler is not None:
                 profiler.step()
             if step % cfg.log.every == 0 or step == cfg.max_steps:
-                record = _record(
-                    step, lr, result, elapsed, micro, model_cfg, peak, rt, loaders, nonfinite
-                )
+                logged = StepLog(step, lr, result, elapsed, micro, nonfinite)
+                record = _metrics(logged, model_cfg, peak, rt, loaders)
                 log.log({**record, "data_s": data_s, "compiles": compiles.read()})
             if probes is not None:
                 probes.maybe_run(model, step)
@@ -326,32 +335,41 @@ def _any_rank(flag: bool, device: torch.device) -> bool:
     return bool(t.item())
 
 
-def _record(
-    step: int,
-    lr: float,
-    r: StepResult,
-    elapsed: float,
-    micro: list[Any],
-    model_cfg: Any,
+@dataclass(frozen=True)
+class StepLog:
+    """What one completed step hands to the metrics line."""
+
+    step: int
+    lr: float  # the rate the step was taken with
+    result: StepResult
+    elapsed_s: float
+    packs: Sequence[PackedBatch]  # this rank's packs of the step
+    nonfinite: int  # steps skipped so far for a non-finite loss or gradient
+
+
+def _metrics(
+    s: StepLog,
+    model_cfg: ModelConfig,
     peak: float | None,
     rt: Runtime,
-    loaders: list[Any],
-    nonfinite: int,
+    loaders: Sequence[PackedLoader],
 ) -> dict[str, Any]:
-    tokens_per_s = r.real_tokens / elapsed
-    flops = flops_per_token(model_cfg, micro)
+    """The metrics line of a step (a collective: every rank calls it for the data counters)."""
+    r = s.result
+    tokens_per_s = r.real_tokens / s.elapsed_s
+    flops = flops_per_token(model_cfg, s.packs)
     record: dict[str, Any] = {
-        "step": step,
+        "step": s.step,
         "ce": r.ce,
         "mse": r.mse,
-        "lr": lr,
+        "lr": s.lr,
         "grad_norm": r.grad_norm,
         "tokens": r.real_tokens,
         "tokens_per_s": tokens_per_s,
         "packing": r.real_tokens / r.pack_tokens,
         "mfu": flops * tokens_per_s / (peak * rt.world_size) if peak else None,
-        "step_s": elapsed,
-        "nonfinite_steps": nonfinite,
+        "step_s": s.elapsed_s,
+        "nonfinite_steps": s.nonfinite,
     }
     if rt.device.type == "cuda":
         record["peak_mem_gib"] = torch.cuda.max_memory_allocated(rt.device) / 2**30
@@ -359,7 +377,7 @@ def _record(
     return record
 
 
-def _data_counters(loaders: list[Any]) -> dict[str, Any]:
+def _data_counters(loaders: Sequence[PackedLoader]) -> dict[str, Any]:
     """The loaders' counters summed over every loader of every rank (a collective)."""
     from train.data import LoaderStats
 

@@ -19,13 +19,15 @@ DEFAULT_PRICES: dict[str, tuple[float, float]] = {
     "gpt-4.1-nano": (0.10, 0.40),
     "gemini-2.0-flash": (0.10, 0.40),
     "gemini-2.5-flash": (0.30, 2.50),
-    "gemini-2.5-pro": (1.25, 10.00),
+    "gemini-2.5-flash-lite": (0.10, 0.40),
+    "gemini-2.5-pro": (1.25, 10.00),  # prompts up to 200k tokens; output includes thinking
     # Offline backends cost nothing.
     "template-v1": (0.0, 0.0),
     "smollm2-135m": (0.0, 0.0),
 }
 
-# A network backend's answers go back to the operations in batches, this far apart at most.
+# A network backend's answers go back to the operations in batches, this far apart at most
+# (ops.engine.engine says why).
 DEFAULT_COALESCE_S = 0.02
 
 _DEFAULT_MODEL: dict[str, str] = {
@@ -38,6 +40,9 @@ _DEFAULT_KEY_ENV: dict[str, tuple[str, ...]] = {
     "openai": ("OPENAI_API_KEY",),
     "gemini": ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
 }
+
+
+MIN_SECRET_CHARS = 8
 
 
 class EngineConfig(BaseModel):
@@ -62,6 +67,15 @@ class EngineConfig(BaseModel):
     timeout_s: float = Field(default=120.0, gt=0)
     cache_dir: Path | None = None
     prices: dict[str, tuple[float, float]] = {}
+    thinking_budget: int | None = Field(
+        default=None,
+        ge=-1,
+        description="gemini: thinking tokens per answer (-1 dynamic, 0 off where the model "
+        "allows it); None: the model family's default (ops.engine.gemini_backend)",
+    )
+    vertex: bool = Field(default=False, description="gemini through Vertex AI (ADC credentials)")
+    project: str | None = Field(default=None, description="Vertex AI: Google Cloud project id")
+    location: str | None = Field(default=None, description="Vertex AI: region, e.g. us-central1")
     coalesce_s: float | None = Field(
         default=None,
         ge=0,
@@ -71,6 +85,8 @@ class EngineConfig(BaseModel):
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> EngineConfig:
+        if self.vertex and self.backend != "gemini":
+            raise ValueError("vertex is an option of the gemini backend (--llm gemini --vertex)")
         if not self.model:
             object.__setattr__(self, "model", _DEFAULT_MODEL[self.backend])
         if self.coalesce_s is None:
@@ -86,6 +102,24 @@ class EngineConfig(BaseModel):
         if self.api_key_env:
             return (self.api_key_env,)
         return _DEFAULT_KEY_ENV.get(self.backend, ())
+
+    def key_source(self) -> str:
+        """The variable the key is read from (the first one set), for messages about the key."""
+        import os
+
+        names = self.key_env_names()
+        return next((n for n in names if os.environ.get(n)), " or ".join(names) or "the key")
+
+    def secrets(self) -> tuple[str, ...]:
+        """The values of every API-key variable this config or any backend reads, for
+        redaction (``ops.engine.errors.redact``). Values under ``MIN_SECRET_CHARS`` are not
+        secrets (a local server's conventional ``EMPTY``) and are left alone, so that answers
+        that happen to contain such a word are not rewritten."""
+        import os
+
+        names = {*self.key_env_names(), *(n for ns in _DEFAULT_KEY_ENV.values() for n in ns)}
+        values = {os.environ.get(name, "") for name in sorted(names)}
+        return tuple(sorted((v for v in values if len(v) >= MIN_SECRET_CHARS), key=len)[::-1])
 
     def api_key(self, *, required: bool) -> str | None:
         """Read the key from the environment at the moment a client is built; never stored."""

@@ -6,28 +6,27 @@ backend or to the engine. One request goes:
     cache lookup -> [slot (adaptive concurrency) -> RPM/TPM buckets -> backend] x retries
                  -> accounting -> cache write (complete answers only)
 
-Retries (tenacity) cover 429, 5xx, timeouts and dropped connections, honour the server's
-Retry-After, and otherwise back off exponentially with full jitter. A retry waits *outside*
-its concurrency slot and re-enters at the head of the queue. The first attempt runs outside
-tenacity: entering ``AsyncRetrying`` costs ~50 µs, a twentieth of the per-request budget,
-and nearly every request succeeds at once. For the same reason tenacity is imported at the
-first retry: its import (which pulls in tornado where installed) costs ~0.1 s and ~5 MB.
-
-Answers go back to the operations in batches (``coalesce_s``, 20 ms for the network backends):
-an answer waits for the end of the current batch window, then all answers of the window resume
-their operations back to back. Handed back one by one as they arrive (~300 a second at
-concurrency 64 against a 200 ms server), each answer wakes rendering, parsing, validation and
-shard code that the idle time between answers has pushed out of the CPU caches; in batches that
-code runs hot. Measured here (bench/bench_ops.py's workload, runs interleaved in the same
-minutes): CPU per operation 1.23-1.52 -> 1.00-1.22 ms at concurrency 64 (wall time no longer);
-at 256, wall 2.8-3.3 -> 2.4-2.7 s and CPU 1.10-1.40 -> 1.02-1.24 ms. The price is at most 20 ms
-more latency per request (1-10% of an LLM call). Cache hits and the template backend do not wait.
-
-A completion cut off by length or a content filter is returned as it is, not retried here and
-never cached: the operation counts it as a rejection and asks again with a new ``attempt``
-(a new sample, a new cache key). Retries exhausted or a bad request give
-``finish_reason="error"`` with the error in ``text``; a configuration error (bad key, unknown
-model) raises, since every other request would fail the same way.
+Guarantees:
+- At most ``max_concurrency`` requests are in flight (the config's ``concurrency``, lowered to
+  the backend's own ``max_concurrency`` where it has one); this is the run's one concurrency
+  limit. It adapts to 429s (``ops.engine.limits``).
+- Retries (tenacity) cover 429, 5xx, timeouts and dropped connections, honour the server's
+  Retry-After, and otherwise back off exponentially with full jitter. A retry waits *outside*
+  its concurrency slot and re-enters at the head of the queue.
+- A completion cut off by length or a content filter is returned as it is, not retried here and
+  never cached: the operation counts it as a rejection and asks again with a new ``attempt``
+  (a new sample, a new cache key).
+- Retries exhausted, a bad request or any other failure of the backend give
+  ``finish_reason="error"`` with the error in ``text``; a configuration error (bad key, unknown
+  model: ``BackendConfigError``) raises, since every other request would fail the same way.
+- No API key leaves the engine: every answer text, error text, log line and raised message
+  is passed through ``redact`` with the values of every key variable (``EngineConfig.secrets``).
+- Answers from the network go back to the operations in batches (``coalesce_s``, 20 ms): an
+  answer waits for the end of the current window, then all answers of the window resume their
+  operations back to back. That costs at most 20 ms of latency per request (1-10% of an LLM
+  call) and keeps the engine within its wall-time target against a bare client loop; without
+  it the target fails (bench/results/bench_ops.md). Cache hits and the template backend do not
+  wait.
 """
 
 from __future__ import annotations
@@ -35,18 +34,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from functools import cache
-from typing import TYPE_CHECKING, Any
+from dataclasses import replace
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
 from ops.engine.cache import ResponseCache, request_key
 from ops.engine.config import EngineConfig
-from ops.engine.errors import RateLimitedError, RequestError, TransientError
-from ops.engine.limits import AdaptiveLimiter, Gate, TokenBucket
+from ops.engine.errors import (
+    BackendConfigError,
+    RateLimitedError,
+    TransientError,
+    redact,
+)
+from ops.engine.limits import AdaptiveLimiter, TokenBucket
 from ops.engine.stats import EngineStats, Usage
 from ops.protocol import Backend, LLMRequest, LLMResponse
-
-if TYPE_CHECKING:
-    from tenacity import AsyncRetrying
 
 log = logging.getLogger("ops.engine")
 
@@ -59,38 +61,16 @@ def backoff_seconds(
     """Wait after the ``failures``-th failure: the server's Retry-After where it sent a positive
     one (+0–10% jitter, so that retries refused together do not return together), else
     full-jitter exponential. The server knows its load better than our guess, and the adaptive
-    limiter already slows every request down when 429s pile up; taking the longer of the two
-    let a request refused three times wait up to twice what the server asked."""
+    limiter already slows every request down when 429s pile up."""
     retry_after = getattr(exc, "retry_after", None)
     if retry_after:
         return float(retry_after) * random.uniform(1.0, 1.1)
     return random.uniform(0.0, min(cap, base * 2 ** (failures - 1)))
 
 
-@cache
-def _wait_retry_after() -> Any:
-    """tenacity's wait strategy for ``backoff_seconds`` (a class built at the first retry)."""
-    from tenacity import RetryCallState
-    from tenacity.wait import wait_base
-
-    class _WaitRetryAfter(wait_base):
-        def __call__(self, retry_state: RetryCallState) -> float:
-            exc = retry_state.outcome.exception() if retry_state.outcome else None
-            # +1: the first failure happened before tenacity took over.
-            return backoff_seconds(exc, retry_state.attempt_number + 1)
-
-    return _WaitRetryAfter
-
-
-def _retrying(max_retries: int) -> AsyncRetrying:
-    from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
-
-    return AsyncRetrying(
-        stop=stop_after_attempt(max_retries),
-        wait=_wait_retry_after()(),
-        retry=retry_if_exception_type(_RETRYABLE),
-        reraise=True,
-    )
+def _wait(state: RetryCallState) -> float:
+    exc = state.outcome.exception() if state.outcome else None
+    return backoff_seconds(exc, state.attempt_number)
 
 
 class Engine:
@@ -101,15 +81,10 @@ class Engine:
         self.model = backend.model
         self.stats = EngineStats()
         limit = config.concurrency
-        backend_limit = getattr(backend, "max_concurrency", None)
-        if backend_limit is not None:
-            limit = min(limit, backend_limit)
+        if backend.max_concurrency is not None:
+            limit = min(limit, backend.max_concurrency)
+        self.max_concurrency: int = limit
         self.limiter = AdaptiveLimiter(limit)
-        # Operations between render and result (``ops.run.run_op``): twice the requests in
-        # flight, so the next prompts are rendered while the slots are busy, and operations
-        # waiting out a 429's Retry-After (which keep their admission) do not starve the
-        # slots: with as many as the slots, 5% of 429s cost 1.23x the bare loop's wall at 64.
-        self.admission = Gate(2 * limit)
         self._rpm = TokenBucket(config.rpm) if config.rpm else None
         self._tpm = TokenBucket(config.tpm) if config.tpm else None
         self._cache = ResponseCache(config.cache_dir) if config.cache_dir is not None else None
@@ -117,14 +92,9 @@ class Engine:
         if backend.model not in self._prices:
             self.stats.unpriced.add(backend.model)
         self._price_in, self._price_out = self._prices.get(backend.model, (0.0, 0.0))
+        self._secrets = config.secrets()
         self._coalesce_s = config.coalesce_s or 0.0
         self._window: list[asyncio.Future[None]] = []  # answers waiting for the batch to end
-
-    @classmethod
-    def from_config(cls, config: EngineConfig) -> Engine:
-        from ops.engine import make_backend
-
-        return cls(make_backend(config), config)
 
     async def complete(self, request: LLMRequest) -> LLMResponse:
         usage = self.stats.usage(request.operation, self.model)
@@ -136,6 +106,8 @@ class Engine:
                 usage.cache_hits += 1
                 return hit
         response = await self._send(request, usage)
+        if self._secrets and redact(response.text, self._secrets) != response.text:
+            response = replace(response, text=redact(response.text, self._secrets))
         if response.finish_reason != "error":  # an error is counted in _failed, never cached
             self._account(response, usage)
             if key is not None and response.finish_reason == "stop":
@@ -162,24 +134,30 @@ class Engine:
                 waiter.set_result(None)
 
     async def _send(self, request: LLMRequest, usage: Usage) -> LLMResponse:
-        try:
-            return await self._attempt(request, usage, retry=False)
-        except _RETRYABLE as exc:
-            first = exc
-        except RequestError as exc:
-            return self._failed(request, exc, usage)
-        if self.config.max_retries == 0:
-            return self._failed(request, first, usage)
-        log.debug("retrying %s after %r", request.operation, first)
-        await asyncio.sleep(backoff_seconds(first, 1))
-        retrying = _retrying(self.config.max_retries)
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.config.max_retries + 1),
+            wait=_wait,
+            retry=retry_if_exception_type(_RETRYABLE),
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
         try:
             async for attempt in retrying:
                 with attempt:
-                    return await self._attempt(request, usage, retry=True)
-        except (*_RETRYABLE, RequestError) as exc:
+                    retry = attempt.retry_state.attempt_number > 1
+                    return await self._attempt(request, usage, retry=retry)
+        except BackendConfigError as exc:
+            message = redact(str(exc), self._secrets)
+        except Exception as exc:  # retries exhausted, a bad request, a fault of the backend's
             return self._failed(request, exc, usage)
-        raise AssertionError("unreachable: tenacity either returns or reraises")
+        else:
+            raise AssertionError("unreachable: tenacity either returns or reraises")
+        # Raised here, not in the handler: the original (the key quoted) is not its context.
+        raise BackendConfigError(message)
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.debug("retry %d after %s", state.attempt_number, redact(repr(exc), self._secrets))
 
     async def _attempt(self, request: LLMRequest, usage: Usage, *, retry: bool) -> LLMResponse:
         await self.limiter.acquire(priority=retry)
@@ -201,7 +179,8 @@ class Engine:
                 raise
             self.limiter.on_success()
             if self._tpm is not None:
-                self._tpm.settle(estimate, response.prompt_tokens + response.completion_tokens)
+                spent = response.prompt_tokens + response.completion_tokens
+                self._tpm.settle(estimate, spent + response.thinking_tokens)
                 estimate = 0.0
             return response
         finally:
@@ -213,18 +192,19 @@ class Engine:
         usage.requests += 1
         usage.prompt_tokens += response.prompt_tokens
         usage.completion_tokens += response.completion_tokens
+        usage.thinking_tokens += response.thinking_tokens
+        output = response.completion_tokens + response.thinking_tokens  # thinking bills as output
         usage.cost_usd += (
-            response.prompt_tokens * self._price_in + response.completion_tokens * self._price_out
+            response.prompt_tokens * self._price_in + output * self._price_out
         ) * 1e-6
         if response.finish_reason in ("length", "content_filter"):
             usage.truncated += 1
 
     def _failed(self, request: LLMRequest, exc: BaseException, usage: Usage) -> LLMResponse:
-        log.warning("%s failed for good: %s", request.operation, exc)
+        text = redact(f"{type(exc).__name__}: {exc}", self._secrets)
+        log.warning("%s failed for good: %s", request.operation, text)
         usage.errors += 1
-        return LLMResponse(
-            text=f"{type(exc).__name__}: {exc}", finish_reason="error", model=self.model
-        )
+        return LLMResponse(text=text, finish_reason="error", model=self.model)
 
     async def aclose(self) -> None:
         await self.backend.aclose()

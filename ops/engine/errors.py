@@ -10,6 +10,9 @@ back-off logic never imports a provider SDK:
   operation records a reject.
 - ``BackendConfigError``: every request will fail (401 bad key, 403, 404 unknown model):
   raised to the caller at once with the fix, rather than turning a whole run into rejects.
+
+A server's error message may quote what it was sent, the API key included: the engine passes
+every text it stores, logs or raises through ``redact`` first.
 """
 
 from __future__ import annotations
@@ -39,16 +42,33 @@ class BackendConfigError(ValueError):
     """A 401/403/404 or a missing key: retrying cannot help; the message says what to fix."""
 
 
-def classify_status(status: int, message: str, retry_after: float | None) -> Exception:
-    """The engine error for a non-2xx HTTP status, shared by every HTTP backend."""
+def classify_status(
+    status: int,
+    message: str,
+    retry_after: float | None,
+    *,
+    key_env: str = "the API key variable",
+    model: str = "",
+) -> Exception:
+    """The engine error for a non-2xx HTTP status, shared by every HTTP backend. A configuration
+    error says in one line what to fix: the key's variable, or the model."""
     if status == 429:
         return RateLimitedError(message, status=status, retry_after=retry_after)
     if status >= 500 or status in (408, 409):
         return TransientError(message, status=status, retry_after=retry_after)
-    if status in (401, 403, 404):
+    if status == 401:
         return BackendConfigError(
-            f"HTTP {status} from the server: {message}. Check the API key environment variable, "
-            "the model name and --base-url."
+            f"the server refused the API key in {key_env} (HTTP 401: {message}); set a valid "
+            "key there, or check --base-url"
+        )
+    if status == 403:
+        return BackendConfigError(
+            f"the key in {key_env} may not use model {model!r} (HTTP 403: {message}); check the "
+            "key's permissions and --model"
+        )
+    if status == 404:
+        return BackendConfigError(
+            f"model {model!r} was not found (HTTP 404: {message}); check --model and --base-url"
         )
     return RequestError(message, status=status)
 
@@ -66,3 +86,15 @@ def parse_retry_after(headers: object) -> float | None:
             except ValueError:
                 continue
     return None
+
+
+REDACTED = "[redacted]"
+
+
+def redact(text: str, secrets: tuple[str, ...]) -> str:
+    """``text`` with every occurrence of each secret replaced (longest first, so that a key
+    that contains another is not left half-visible)."""
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text

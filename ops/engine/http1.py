@@ -2,13 +2,11 @@
 
 Why not aiohttp's ``ClientSession``: an operation's request is one POST of a few KB to one
 URL, and the session's generality (cookie jar, redirects, proxies, tracing, multidict headers,
-a request and a response object, a pool keyed per origin) is most of what a request costs.
-Measured with ``bench/bench_transport.py`` (2,000 requests at concurrency 64, 200 ms server
-latency, uvloop), the openai backend's whole request, JSON in and out included, costs 0.26-0.32
-ms of CPU on aiohttp and 0.10-0.12 on this client. In ``bench/bench_ops.py``'s engine run that
-was a quarter of an operation's CPU (alternated, 3 rounds: 0.63-0.86 -> 0.54-0.57 ms).
-The wire work stays in C: the event loop's transports send and receive, and llhttp (through
-``httptools``, the parser uvicorn uses; aiohttp's own is llhttp too) parses every answer.
+a request and a response object, a pool keyed per origin) is most of what a request costs;
+with it the engine misses its wall-time target against a bare client loop
+(bench/results/bench_ops.md). The wire work stays in C: the event loop's transports send and
+receive, and llhttp (through ``httptools``, the parser uvicorn uses; aiohttp's own is llhttp
+too) parses every answer.
 
 What it does: POST to one ``http`` or ``https`` URL; keep-alive connections, reused last-in
 first-out, one request at a time each (no pipelining); answers delimited by Content-Length,

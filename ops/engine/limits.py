@@ -123,40 +123,6 @@ class AdaptiveLimiter:
                 fut.set_result(None)
 
 
-class Gate:
-    """A FIFO semaphore (``async with gate:``) that hands a freed slot straight to the next waiter.
-
-    ``asyncio.Semaphore.release`` wakes the first waiter that is not done yet, scanning past the
-    ones woken before it that have not resumed: when k slots free at once, as they do when a
-    batch of answers goes back to its operations, that is k*k/2 steps (measured in the bench's
-    pipeline: ~240 of an operation's ~10,500 bytecodes). Here a release pops one waiter.
-    """
-
-    def __init__(self, slots: int):
-        assert slots >= 1
-        self._free = slots
-        self._waiters: deque[asyncio.Future[None]] = deque()
-
-    async def __aenter__(self) -> None:
-        if self._free:  # a free slot means nobody waits: release hands slots to waiters first
-            self._free -= 1
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(fut)
-        await _handed_over(fut, self._waiters, self.release)
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.release()
-
-    def release(self) -> None:
-        while self._waiters:
-            fut = self._waiters.popleft()
-            if not fut.done():  # a cancelled waiter is done
-                fut.set_result(None)
-                return
-        self._free += 1
-
-
 class TokenBucket:
     """``per_minute`` units refilled continuously; holds at most ``burst_s`` seconds' worth.
 

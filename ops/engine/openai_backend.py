@@ -1,56 +1,31 @@
 """The OpenAI chat API and any OpenAI-compatible server (vLLM, SGLang, Ollama, llama.cpp).
 
-Three transports behind one class, chosen by measurement (``bench/bench_transport.py``: 2,000
-requests to the fake server in another process, 200 ms latency, uvloop, this 2-core machine,
-clients alternated over 2-3 rounds):
+One ``POST {base_url}/chat/completions`` per request, orjson in and out, only the fields we use
+read from the answer, sent through ``ops.engine.transport`` (``ops.engine.http1``, or aiohttp
+where an environment proxy applies to the URL). ``client="sdk"`` sends through
+``openai.AsyncOpenAI`` instead (its retries off: the engine retries), for what only the SDK does
+(Azure and organisation/project headers, new auth schemes) and as the wire-format reference the
+tests check the fast path against. Why a private client is the default: without it the engine
+misses its wall-time target against a bare aiohttp loop (bench/results/bench_ops.md).
 
-==========================  ====================  ====================  ===============
-client                      CPU ms/req at 64      CPU ms/req at 256     req/s at 256
-==========================  ====================  ====================  ===============
-bare aiohttp + semaphore    0.28-0.30             0.24-0.28             1061-1087
-this backend, ``http1``     0.10-0.12             0.09-0.15             1064-1157
-this backend, ``aiohttp``   0.26-0.32             0.29-0.30             1068-1081
-this backend, ``sdk``       3.2-3.6               4.0-4.5               218-244
-==========================  ====================  ====================  ===============
-
-- ``http1`` (the default): one ``POST {base_url}/chat/completions`` through
-  ``ops.engine.http1``, keep-alive connections and llhttp, orjson in and out, only the fields
-  we use read from the answer. A third of aiohttp's CPU: the session machinery it skips is
-  most of an aiohttp request's cost.
-- ``aiohttp``: the same request on an ``aiohttp.ClientSession``; ``auto`` picks it when a proxy
-  environment variable (``HTTPS_PROXY`` or ``HTTP_PROXY`` by the URL's scheme, less ``NO_PROXY``)
-  applies to the URL, since http1 speaks to the server directly. The proxy is looked up once:
-  aiohttp's ``trust_env`` looks it up for every request, at ~0.6 ms of CPU each.
-- ``sdk``: ``openai.AsyncOpenAI(...).chat.completions.create`` with its retries off (the engine
-  retries). Its httpx transport and pydantic models cost ten times the CPU and cap a process
-  near 200 requests/s; kept for what only the SDK does (Azure and organisation/project
-  headers, new auth schemes) and as the wire-format reference: the tests run all three against
-  the same fake server, so the fake and the fast paths are checked against the real client.
-
-All raise the engine's errors (``ops.engine.errors``), never a transport's.
+Contract: every failure is one of the engine's errors (``ops.engine.errors``), never a
+transport's; a refused key or an unknown model is a ``BackendConfigError`` naming the key's
+variable or the model. A loopback URL never goes through a proxy.
 """
 
 from __future__ import annotations
 
-import asyncio
-import ipaddress
-from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import urlsplit
-from urllib.request import getproxies, proxy_bypass
+from typing import Any, Literal
 
 import orjson
 
 from ops.engine.config import EngineConfig
 from ops.engine.errors import TransientError, classify_status, parse_retry_after
-from ops.engine.http1 import HTTP1Client, HTTP1Error
+from ops.engine.transport import JSONPost
 from ops.protocol import FinishReason, LLMRequest, LLMResponse
 
-if TYPE_CHECKING:
-    import aiohttp
-    import yarl
-
 OPENAI_URL = "https://api.openai.com/v1"
-Transport = Literal["auto", "http1", "aiohttp", "sdk"]
+Client = Literal["http", "sdk"]
 _FINISH: dict[str | None, FinishReason] = {
     "stop": "stop",
     "length": "length",
@@ -79,7 +54,7 @@ class OpenAIBackend:
         self,
         config: EngineConfig,
         *,
-        transport: Transport = "auto",
+        client: Client = "http",
         name: str = "openai",
         max_concurrency: int | None = None,
         send_key: bool = True,
@@ -87,80 +62,37 @@ class OpenAIBackend:
         self.name = name
         self.model = config.model
         self.max_concurrency = max_concurrency
-        self._base_url = (config.base_url or OPENAI_URL).rstrip("/")
-        self._url = self._base_url + "/chat/completions"
+        self._key_env = config.key_source()
+        base_url = (config.base_url or OPENAI_URL).rstrip("/")
         # A custom server (vLLM, llama.cpp) usually needs no key; api.openai.com does.
         api_key = config.api_key(required=config.base_url is None) if send_key else None
-        self._headers = {"Content-Type": "application/json"}
-        if api_key:
-            self._headers["Authorization"] = f"Bearer {api_key}"
-        self._timeout = config.timeout_s
-        # Read once: aiohttp's trust_env reads them again for every request (~0.6 ms CPU).
-        self._proxy = env_proxy(self._url)
-        if transport == "auto":
-            transport = "http1" if self._proxy is None else "aiohttp"
-        self.transport = transport
-        self._http1: HTTP1Client | None = None
-        self._session: aiohttp.ClientSession | None = None
-        self._yarl_url: yarl.URL | None = None
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._post = JSONPost(base_url + "/chat/completions", headers, config.timeout_s)
+        self.client = client
         self._sdk: Any = None
-        if transport == "sdk":
+        if client == "sdk":
             import openai
 
             self._sdk = openai.AsyncOpenAI(
                 api_key=api_key or "none",
-                base_url=self._base_url,
+                base_url=base_url,
                 max_retries=0,
                 timeout=config.timeout_s,
             )
 
     async def complete(self, request: LLMRequest) -> LLMResponse:
-        if self.transport == "http1":
-            return await self._complete_http1(request)
-        if self.transport == "aiohttp":
-            return await self._complete_aiohttp(request)
-        return await self._complete_sdk(request)
-
-    async def _complete_http1(self, request: LLMRequest) -> LLMResponse:
-        if self._http1 is None:  # created on first use, inside the running loop
-            self._http1 = HTTP1Client(self._url, headers=self._headers, timeout_s=self._timeout)
-        try:
-            answer = await self._http1.post(_encode(self.model, request))
-        except HTTP1Error as exc:
-            raise TransientError(f"{type(exc).__name__}: {exc}") from exc
+        if self._sdk is not None:
+            return await self._complete_sdk(request)
+        answer = await self._post.post(orjson.dumps(_body(self.model, request)))
         if answer.status != 200:
             raise classify_status(
-                answer.status, _error_message(answer.body), parse_retry_after(answer.headers)
+                answer.status,
+                _error_message(answer.body),
+                parse_retry_after(answer.headers),
+                key_env=self._key_env,
+                model=self.model,
             )
         return _response(answer.body, self.model)
-
-    async def _complete_aiohttp(self, request: LLMRequest) -> LLMResponse:
-        # Imported here: the default transport does without aiohttp's 0.2 s of import.
-        import aiohttp
-        import yarl
-
-        if self._session is None or self._yarl_url is None:
-            # Created on first use, inside the running loop; one connection per slot.
-            # The headers are the session's: a request's own would be merged into them anew
-            # every time.
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
-                timeout=aiohttp.ClientTimeout(total=self._timeout),
-                headers=self._headers,
-            )
-            self._yarl_url = yarl.URL(self._url)  # parsed once, not per request
-        try:
-            async with self._session.post(
-                self._yarl_url, data=_encode(self.model, request), proxy=self._proxy
-            ) as resp:
-                raw = await resp.read()
-                if resp.status != 200:
-                    raise classify_status(
-                        resp.status, _error_message(raw), parse_retry_after(resp.headers)
-                    )
-        except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
-            raise TransientError(f"{type(exc).__name__}: {exc}") from exc
-        return _response(raw, self.model)
 
     async def _complete_sdk(self, request: LLMRequest) -> LLMResponse:
         import openai
@@ -169,11 +101,20 @@ class OpenAIBackend:
             out = await self._sdk.chat.completions.create(**_body(self.model, request))
         except openai.APIStatusError as exc:
             raise classify_status(
-                exc.status_code, exc.message, parse_retry_after(exc.response.headers)
+                exc.status_code,
+                exc.message,
+                parse_retry_after(exc.response.headers),
+                key_env=self._key_env,
+                model=self.model,
             ) from exc
         except (openai.APITimeoutError, openai.APIConnectionError) as exc:
             raise TransientError(f"{type(exc).__name__}: {exc}") from exc
-        choice = out.choices[0]
+        except (openai.APIResponseValidationError, ValueError) as exc:  # a body not JSON
+            raise TransientError(f"malformed 200 reply ({type(exc).__name__})") from None
+        choices = getattr(out, "choices", None)
+        choice = choices[0] if isinstance(choices, list) and choices else None
+        if choice is None or getattr(choice, "message", None) is None:
+            raise TransientError("malformed 200 reply: no choices")
         return LLMResponse(
             text=choice.message.content or "",
             finish_reason=_FINISH.get(choice.finish_reason, "stop"),
@@ -183,57 +124,35 @@ class OpenAIBackend:
         )
 
     async def aclose(self) -> None:
-        if self._http1 is not None:
-            await self._http1.aclose()
-            self._http1 = None
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._post.aclose()
         if self._sdk is not None:
             await self._sdk.close()
 
 
-def _encode(model: str, request: LLMRequest) -> bytes:
-    # orjson's bytes keep the capacity its writer grew to (~32 KB for a 3 KB prompt); an exact
-    # copy costs well under a microsecond and ~28 KB less per request in flight.
-    return bytes(memoryview(orjson.dumps(_body(model, request))))
-
-
 def _response(raw: bytes, model: str) -> LLMResponse:
-    data = orjson.loads(raw)
-    choice = data["choices"][0]
-    usage = data.get("usage") or {}
-    return LLMResponse(
-        text=choice["message"].get("content") or "",
-        finish_reason=_FINISH.get(choice.get("finish_reason"), "stop"),
-        model=data.get("model") or model,
-        prompt_tokens=usage.get("prompt_tokens", 0),
-        completion_tokens=usage.get("completion_tokens", 0),
-    )
-
-
-def env_proxy(url: str) -> str | None:
-    """The proxy the environment variables (``HTTPS_PROXY``, ``NO_PROXY``, ...) route ``url``
-    through, read the way aiohttp's ``trust_env`` reads them; None for none.
-
-    A loopback host never goes through one, as in Go's net/http: a proxy cannot reach this
-    machine's loopback, and a local server (the ``local`` backend's, a vLLM on 127.0.0.1) must
-    keep working on a machine whose environment sets a proxy for the internet."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if _is_loopback(host):
-        return None
-    proxy = getproxies().get(parts.scheme)
-    return None if proxy is None or proxy_bypass(host) else proxy
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
+    """The answer in a 200 body. A body that is not a chat completion (not UTF-8 JSON, no
+    ``choices``, no message) is a ``TransientError``: a gateway or an overloaded server answered
+    for the model, and asking again is what helps."""
     try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+        data = orjson.loads(raw)
+        choice = data["choices"][0]
+        text = choice["message"].get("content") or ""
+        usage = data.get("usage") or {}
+        return LLMResponse(
+            text=text if isinstance(text, str) else str(text),
+            finish_reason=_FINISH.get(choice.get("finish_reason"), "stop"),
+            model=data.get("model") or model,
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+        )
+    except (orjson.JSONDecodeError, LookupError, TypeError, AttributeError, ValueError) as exc:
+        raise malformed_reply(raw, exc) from None
+
+
+def malformed_reply(raw: bytes, exc: Exception) -> TransientError:
+    """The error for a 200 body that is not the answer, with the start of the body to see why."""
+    head = raw[:200].decode(errors="replace")
+    return TransientError(f"malformed 200 reply ({type(exc).__name__}): {head!r}")
 
 
 def _error_message(raw: bytes) -> str:

@@ -19,6 +19,7 @@ class Usage:
     truncated: int = 0  # finish_reason length or content_filter
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    thinking_tokens: int = 0  # billed as output (Gemini 2.5 models)
     cost_usd: float = 0.0
 
     def add(self, other: Usage) -> None:

@@ -15,7 +15,6 @@ from urllib.parse import urlsplit, urlunsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from synth.runtime import EventLoopName
 from taxonomy import TASKS
 
 StageName = Literal["a", "b", "c"]
@@ -49,7 +48,9 @@ _RUNTIME_FIELDS = frozenset(
         "api_key_env",
         "limit",
         "shard_index",
-        "event_loop",
+        "vertex",
+        "project",
+        "location",
     }
 )
 
@@ -73,6 +74,12 @@ class RunConfig(BaseModel):
     model: str = Field(default="", description="empty: the backend's default model")
     base_url: str | None = None
     api_key_env: str | None = Field(default=None, description="variable holding the API key")
+    thinking_budget: int | None = Field(
+        default=None, ge=-1, description="gemini 2.5: thinking tokens per answer; None: per model"
+    )
+    vertex: bool = Field(default=False, description="gemini through Vertex AI (ADC credentials)")
+    project: str | None = Field(default=None, description="Vertex AI project id")
+    location: str | None = Field(default=None, description="Vertex AI region")
     concurrency: int = Field(default=64, ge=1, description="LLM requests in flight")
     rpm: float | None = Field(default=None, gt=0)
     tpm: float | None = Field(default=None, gt=0)
@@ -86,9 +93,6 @@ class RunConfig(BaseModel):
         default=None, ge=1, description="samples per Parquet row group; None: the writer's default"
     )
     progress: bool = True
-    event_loop: EventLoopName = Field(
-        default="auto", description="auto (uvloop where installed) | uvloop | asyncio"
-    )
     languages: dict[Language, float] = Field(
         default_factory=_both_languages,
         description="weights of a dialogue's language (text copied from a source keeps its own)",

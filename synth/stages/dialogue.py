@@ -98,13 +98,16 @@ class Dialogue:
         distractor_turns: Iterable[int] = (),
         parent_id: str | None = None,
     ) -> DialogueSample:
-        """The finished sample; the contract checks every invariant here."""
+        """The finished sample, its ``images`` in order of first appearance in the turns (a
+        stage-b sample inserts distractor images between its parent's); the contract checks
+        every invariant here."""
+        turns, images = in_order(self.turns, self.images)
         return DialogueSample(
             sample_id=sample_id,
             task=task,
             stage=stage,
-            turns=tuple(self.turns),
-            images=tuple(self.images),
+            turns=turns,
+            images=images,
             provenance=Provenance(
                 seed=seed,
                 depends_on=tuple(depends_on),
@@ -113,6 +116,37 @@ class Dialogue:
                 parent_id=parent_id,
             ),
         )
+
+
+def in_order(
+    turns: Sequence[Turn], images: Sequence[ImageRecord]
+) -> tuple[tuple[Turn, ...], tuple[ImageRecord, ...]]:
+    """``images`` reordered by first appearance in ``turns``, the parts renumbered to match.
+    An image no turn references keeps its place after the others (the contract refuses it)."""
+    order: dict[int, int] = {}  # old index -> new
+    for turn in turns:
+        for part in turn.parts:
+            if part.image is not None and part.image not in order:
+                order[part.image] = len(order)
+    for index in range(len(images)):
+        order.setdefault(index, len(order))
+    if all(old == new for old, new in order.items()):
+        return tuple(turns), tuple(images)
+    placed: list[ImageRecord | None] = [None] * len(images)
+    for old, new in order.items():
+        if old < len(images):
+            placed[new] = images[old]
+    renumbered = tuple(
+        Turn(
+            role=turn.role,
+            parts=tuple(
+                p.model_copy(update={"image": order[p.image]}) if p.image is not None else p
+                for p in turn.parts
+            ),
+        )
+        for turn in turns
+    )
+    return renumbered, tuple(image for image in placed if image is not None)
 
 
 @dataclass(frozen=True)
@@ -190,6 +224,17 @@ def dialogue_language(sample: DialogueSample) -> Language:
         if call.language in ("en", "zh"):
             return call.language  # type: ignore[return-value]
     return detect_language(sample.turns[sample.final_turn].text)
+
+
+def final_query_language(sample: DialogueSample) -> Language:
+    """The language of the final query: its LLM call's, else its script's (copied text)."""
+    calls = sample.provenance.llm_calls
+    for part in sample.turns[sample.final_turn].parts:
+        if part.type == "text" and part.text:
+            if part.call is not None and calls[part.call].language in ("en", "zh"):
+                return calls[part.call].language  # type: ignore[return-value]
+            return detect_language(part.text)
+    return dialogue_language(sample)
 
 
 def sample_id(stage: str, seed: int, refs: Sequence[str], task: str) -> str:

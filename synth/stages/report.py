@@ -20,7 +20,10 @@ from rich.progress import (
 )
 from rich.table import Table
 
-_USAGE_KEYS = ("requests", "cache_hits", "errors", "prompt_tokens", "completion_tokens", "cost_usd")
+_USAGE_KEYS = (
+    "requests", "cache_hits", "errors", "prompt_tokens", "completion_tokens", "thinking_tokens",
+    "cost_usd",
+)  # fmt: skip
 
 
 def usage_dict(usage: Any) -> dict[str, float]:
@@ -133,7 +136,7 @@ class ProgressView:
             completed=done,
             rate=counters.samples / elapsed,
             calls=total.requests,
-            tokens=total.prompt_tokens + total.completion_tokens,
+            tokens=total.prompt_tokens + total.completion_tokens + total.thinking_tokens,
             cost=total.cost_usd,
             rejects=sum(counters.rejects.values()),
         )
@@ -155,6 +158,8 @@ def summary_table(summary: dict[str, Any]) -> Table:
     table.add_row("LLM requests (paid)", str(llm["requests"]))
     table.add_row("LLM cache hits", str(llm["cache_hits"]))
     table.add_row("tokens in / out", f"{llm['prompt_tokens']:,} / {llm['completion_tokens']:,}")
+    if llm.get("thinking_tokens"):
+        table.add_row("thinking tokens (billed as out)", f"{llm['thinking_tokens']:,}")
     table.add_row("cost (USD)", f"{llm['cost_usd']:.4f}")
     run = summary["this_run"]
     table.add_row(

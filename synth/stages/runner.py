@@ -49,7 +49,8 @@ class Stage(Protocol):
 async def open_engine(cfg: RunConfig) -> AsyncIterator[Any]:
     """The LLM engine of a run; its response cache (``<out>/.cache`` unless set) is what makes
     a rerun or resume pay for no request twice. Shards sharing an out dir share the cache."""
-    from ops.engine import Engine, EngineConfig
+    from ops.backends import open_engine
+    from ops.engine import EngineConfig
 
     engine_cfg = EngineConfig(
         backend=cfg.llm,
@@ -60,8 +61,12 @@ async def open_engine(cfg: RunConfig) -> AsyncIterator[Any]:
         rpm=cfg.rpm,
         tpm=cfg.tpm,
         cache_dir=cfg.resolved_cache_dir,
+        thinking_budget=cfg.thinking_budget,
+        vertex=cfg.vertex,
+        project=cfg.project,
+        location=cfg.location,
     )
-    engine = Engine.from_config(engine_cfg)
+    engine = open_engine(engine_cfg)
     try:
         yield engine
     finally:

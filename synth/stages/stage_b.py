@@ -11,8 +11,14 @@ hold disjoint samples and can be trained on together.
 
 A distractor must be unrelated to the dependency target: its content words (``words``) may not
 meet those of the parent's image captions and user requests. That also rules out the ambiguous
-case (a second dog in the history when the rewritten query says "the dog"). When no unrelated
-distractor turns up, the sample is rejected with ``stage-b:no-unrelated-distractor``.
+case (a second dog in the history when the rewritten query says "the dog"). Each round's kind is
+drawn by ``distractor_mix`` first and a row of that kind is looked for after; when no row of any
+kind is unrelated, the sample is rejected with ``stage-b:no-unrelated-distractor``.
+
+The rewrite keeps the dialogue's language, except query2dep_q's: the query it rewrites is an
+edit instruction copied from a source row, and putting it into the language the RNG draws from
+``languages`` is the operation's job (its results hold both languages), so an edit dialogue's
+final query is Chinese as often as ``languages`` asks.
 """
 
 from __future__ import annotations
@@ -39,8 +45,9 @@ from synth.stages.words import content_words, words_of
 from taxonomy import TASKS, TaskName
 
 DISTRACTOR_KINDS: tuple[DistractorKind, ...] = ("t2i", "vqa", "chat")
-# Draws per distractor slot before the sample is rejected: a pool where fewer than ~1 in 20
-# rows is unrelated to a target is too small or too uniform for that target anyway.
+# Random draws from a kind's rows before they are scanned for an unrelated one: most targets
+# meet an unrelated row within a few draws, and a scan costs a pass over up to
+# ``distractor_pool`` rows.
 MAX_DRAWS = 64
 
 
@@ -80,27 +87,45 @@ class DistractorPool:
         weights: Mapping[DistractorKind, float],
         ctx: StageContext,
     ) -> list[Distractor]:
+        """``k`` distractors unrelated to ``target``, each of a kind drawn by ``weights``. A kind
+        is replaced only when none of its rows is unrelated to the target (then another kind is
+        drawn by weight), so the mix holds as asked wherever the pools allow it; ``synth stats``
+        shows the kinds drawn next to the weights asked."""
         kinds = [
             kind for kind in DISTRACTOR_KINDS if weights.get(kind, 0) > 0 and self.by_kind[kind]
         ]
         chosen: list[Distractor] = []
         for _ in range(k):
-            for _ in range(MAX_DRAWS):
-                kind = ctx.rng.choices(kinds, [weights[kind] for kind in kinds])[0]
-                candidate = ctx.rng.choice(self.by_kind[kind])
-                if candidate.words.isdisjoint(target) and candidate not in chosen:
-                    chosen.append(candidate)
-                    break
-            else:
+            left = list(kinds)
+            candidate = None
+            while left and candidate is None:
+                kind = ctx.rng.choices(left, [weights[kind] for kind in left])[0]
+                candidate = self._unrelated(kind, target, chosen, ctx)
+                left.remove(kind)
+            if candidate is None:
                 sizes = {kind: len(self.by_kind[kind]) for kind in kinds}
                 raise Rejected(
                     ctx.origin.reject(
                         "stage-b:no-unrelated-distractor",
-                        f"{MAX_DRAWS} draws from the distractor pool ({sizes}) found no row "
-                        f"unrelated to the target words {sorted(target)[:20]}",
+                        f"no row of the distractor pool ({sizes}) is unrelated to the target "
+                        f"words {sorted(target)[:20]}; add distractor sources of other topics",
                     )
                 )
+            chosen.append(candidate)
         return chosen
+
+    def _unrelated(
+        self, kind: str, target: frozenset[str], chosen: list[Distractor], ctx: StageContext
+    ) -> Distractor | None:
+        """A random row of ``kind`` unrelated to ``target`` and not chosen yet, or None when
+        there is none: ``MAX_DRAWS`` random draws, then one pass over the kind's rows."""
+        rows = self.by_kind[kind]
+        for _ in range(MAX_DRAWS):
+            candidate = ctx.rng.choice(rows)
+            if candidate.words.isdisjoint(target) and candidate not in chosen:
+                return candidate
+        fitting = [r for r in rows if r.words.isdisjoint(target) and r not in chosen]
+        return ctx.rng.choice(fitting) if fitting else None
 
     def check_usable(self, weights: Mapping[DistractorKind, float]) -> None:
         if not any(weights.get(k, 0) > 0 and self.by_kind[k] for k in DISTRACTOR_KINDS):
@@ -216,6 +241,10 @@ class StageB:
         # give the same sample.
         forks = [ctx.fork() for _ in chosen]
         rewrite_ctx = ctx.fork()
+        if dep_op == "query2dep_q":
+            langs = [lang for lang, w in self.cfg.languages.items() if w > 0]
+            weights = [self.cfg.languages[lang] for lang in langs]
+            rewrite_ctx.language = rewrite_ctx.rng.choices(langs, weights)[0]
         rewritten, *_ = await asyncio.gather(
             rewrite_ctx.op(dep_op, dep_inputs(sample, dep_op)),
             *(_distractor_round(f, r, c) for f, r, c in zip(forks, rounds, chosen, strict=True)),

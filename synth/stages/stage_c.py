@@ -2,7 +2,7 @@
 
 The final round of a stage-a or stage-b sample gets a general-knowledge question and its answer
 about the final image: Q_from_caption asks it from the image's caption, A_from_caption answers
-it in the question's language. The final user turn keeps its parts and gains the question as a
+it in the question's language, which is the final query's. The final user turn keeps its parts and gains the question as a
 new text part after them (``<query-final> <Q>``: two parts, each citing the call that wrote it,
 so the original query stays as it was); the answer becomes the image followed by a text part
 with A. The task's output modality becomes ti (t_i_0_0 -> t_ti_0_0).
@@ -20,7 +20,7 @@ from synth.stages.dialogue import (
     Origin,
     Rejected,
     StageContext,
-    dialogue_language,
+    final_query_language,
     sample_id,
 )
 from synth.stages.plan import plan_from_samples
@@ -76,7 +76,8 @@ class StageC:
                     "without target captions); add target_caption to the source",
                 )
             )
-        ctx.language = dialogue_language(sample)
+        # The question joins the final query: it speaks that query's language.
+        ctx.language = final_query_language(sample)
         question = await ctx.op(Q_OP, {"caption": caption})
         answer = await ctx.op(
             A_OP, {"caption": caption, "question": question.text, "language": question.language}

@@ -27,10 +27,15 @@ _STOP_TEXT = """
     image images picture pictures photo photos show shows showing please create draw make
     generate one ones like can could would may might see look looks looking near next front back
     side top bottom left right background foreground scene view
+    black white grey gray dark light pale bright red orange yellow green blue purple pink brown
+    golden silver colour color coloured colored small large big tall long short wide narrow thin
+    round square flat soft sharp old new little many several few
     """
 STOP_WORDS = frozenset(_STOP_TEXT.split())
-# Words that say how an image looks rather than what it shows (``picture``, ``scene`` above)
-# are stop-words too: every caption and request has them, and they name no subject.
+# Words that say how an image looks rather than what it shows (``picture``, ``scene`` above;
+# colours, sizes, shapes) are stop-words too: captions share them all the time ("a white
+# rocket", "white whiskers"), and a distractor is ambiguous by what it shows, not by its
+# colours.
 
 _CJK_FUNCTION = frozenset(
     "的了是在一个这那和与及或也都就而把被给让从向对于上下中里着过吗呢吧啊张幅图片画"

@@ -31,7 +31,14 @@ from typing import Literal
 
 from aiohttp import web
 
-Fault = Literal["ok", "429", "500", "timeout", "length"]
+# "badjson", "nochoices", "notutf8": a 200 whose body is not the answer (cut-off JSON, JSON
+# without the answer, bytes that are not UTF-8), as proxies and overloaded gateways send.
+# "leak400", "leak500": an error whose message quotes the API key the request carried.
+Fault = Literal[
+    "ok", "429", "500", "timeout", "length",
+    "badjson", "nochoices", "notutf8", "leak400", "leak500",
+]  # fmt: skip
+MALFORMED: tuple[Fault, ...] = ("badjson", "nochoices", "notutf8")
 
 
 @dataclass(frozen=True)

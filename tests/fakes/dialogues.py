@@ -215,7 +215,14 @@ def stage_a(out: Path) -> Path:
         reject("a", "parse:wrong-count", 9),
         reject("a", "llm:truncated", 10),
     ]
-    summary = {"tokens": {"prompt": 1000, "completion": 250}, "cost_usd": 0.125, "requests": 11}
+    # as synth.stages.report writes it: the engine's usage in all and per operation
+    llm = {"requests": 11, "cache_hits": 2, "errors": 1, "prompt_tokens": 1000,
+           "completion_tokens": 250, "cost_usd": 0.125}  # fmt: skip
+    by_op = {
+        "caption2query": {**llm, "requests": 9, "prompt_tokens": 800, "cost_usd": 0.1},
+        "caption2QA_q": {**llm, "requests": 2, "prompt_tokens": 200, "cost_usd": 0.025},
+    }
+    summary = {"stage": "a", "llm": llm, "llm_by_operation": by_op}
     return write_dir(out, samples, rejects, summary)
 
 

@@ -18,9 +18,22 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 
-from tests.fakes._server import FakeRequest, FakeServer, FaultPlan, count_tokens, echo_answer
+from tests.fakes._server import (
+    MALFORMED,
+    FakeRequest,
+    FakeServer,
+    FaultPlan,
+    count_tokens,
+    echo_answer,
+)
 
 _ids = itertools.count()
+# A 200 that is not a chat completion, by fault.
+MALFORMED_BODIES = {
+    "badjson": b'{"id": "chatcmpl-9", "object": "chat.completion", "choices": [{"index": 0, "mess',
+    "nochoices": b'{"id": "chatcmpl-9", "object": "chat.completion", "usage": {"prompt_tokens": 5}}',
+    "notutf8": b'{"choices": [{"message": {"content": "\xff\xfe\xfa"}}]}',
+}
 
 
 class FakeOpenAI(FakeServer):
@@ -36,7 +49,9 @@ class FakeOpenAI(FakeServer):
             self.api_key is not None
             and request.headers.get("Authorization") != f"Bearer {self.api_key}"
         ):
-            return _error(401, "Incorrect API key provided.", "invalid_api_key")
+            # Quoting what was sent, as careless gateways do: the client must not repeat it.
+            sent = request.headers.get("Authorization", "").removeprefix("Bearer ")
+            return _error(401, f"Incorrect API key provided: {sent}.", "invalid_api_key")
         body = orjson.loads(await request.read())
         fault = self.next_fault(orjson.dumps(body, option=orjson.OPT_SORT_KEYS))
         self.record(request, body, fault)
@@ -49,6 +64,12 @@ class FakeOpenAI(FakeServer):
             return _error(
                 500, "The server had an error while processing your request.", "server_error"
             )
+        if fault in ("leak400", "leak500"):
+            key = request.headers.get("Authorization", "").removeprefix("Bearer ")
+            status = 400 if fault == "leak400" else 500
+            return _error(status, f"Request with API key {key} could not be served.", "leak")
+        if fault in MALFORMED:
+            return web.Response(body=MALFORMED_BODIES[fault], content_type="application/json")
         messages = tuple((m["role"], m["content"]) for m in body["messages"])
         text = self.answer(FakeRequest(messages, body))
         finish = "stop"

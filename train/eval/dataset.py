@@ -7,15 +7,21 @@ the file order, rank count or training step. Only the row groups holding them ar
 and validated; a row that breaks the contract or whose image header is unreadable is counted
 under its reason and left out. The auxiliary ``vqa`` and ``chat`` samples carry no final image
 turn and are not probed.
+
+Donors for the replaced history come from the held-out pool, not only from the probed
+dialogues: besides them, the first ``DONOR_ROWS_PER_TASK`` ranked ids of every task (the
+auxiliary ones and those a ``tasks`` filter leaves out included) are read as donor material, so
+a small or filtered probe set still finds an unrelated turn of each kind.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 from PIL import Image
@@ -27,6 +33,9 @@ from train.data.source import resolve_files
 from train.data.tokenizer import ChatTokenizer
 from train.data.transforms import Transforms
 from train.eval.variants import VARIANTS, DonorPool, HistoryVariants, Variant
+
+Rows = dict[Path, dict[int, list[int]]]
+"""file -> row group -> row indices."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +58,9 @@ class EvalSet:
     left out, and why some dialogues have no replaced variant."""
 
 
+DONOR_ROWS_PER_TASK = 16
+
+
 def _rank(seed: int, sample_id: str) -> bytes:
     return hashlib.sha256(f"{seed}\0{sample_id}".encode()).digest()
 
@@ -59,10 +71,12 @@ def select_rows(
     max_per_task: int,
     seed: int,
     tasks: Sequence[str] = (),
-) -> tuple[dict[Path, dict[int, list[int]]], Counter[str]]:
-    """file -> row group -> row indices of the chosen dialogues (and the counts)."""
+) -> tuple[Rows, Rows, Counter[str]]:
+    """The rows of the probed dialogues and of the extra donor dialogues (each as file -> row
+    group -> row indices), and the counts."""
     counts: Counter[str] = Counter()
     ranked: dict[str, list[tuple[bytes, Path, int, int]]] = defaultdict(list)
+    donor_ranked: dict[str, list[tuple[bytes, Path, int, int]]] = defaultdict(list)
     seen: set[str] = set()
     for path in files:
         meta = pq.ParquetFile(path)
@@ -74,22 +88,30 @@ def select_rows(
                 if holdout is not None and not held_out(sid, holdout):
                     continue
                 counts["eligible"] += 1
-                if task in AUX_TASKS:
-                    counts["skipped_aux"] += 1
-                    continue
-                if tasks and task not in tasks:
-                    counts["skipped_other_task"] += 1
-                    continue
                 if sid in seen:
                     counts["skipped_duplicate_id"] += 1
                     continue
                 seen.add(sid)
-                ranked[task].append((_rank(seed, sid), path, g, r))
-    chosen: dict[Path, dict[int, list[int]]] = defaultdict(lambda: defaultdict(list))
+                key = (_rank(seed, sid), path, g, r)
+                if task in AUX_TASKS:
+                    counts["skipped_aux"] += 1
+                    donor_ranked[task].append(key)
+                elif tasks and task not in tasks:
+                    counts["skipped_other_task"] += 1
+                    donor_ranked[task].append(key)
+                else:
+                    ranked[task].append(key)
+    chosen: Rows = defaultdict(lambda: defaultdict(list))
+    donors: Rows = defaultdict(lambda: defaultdict(list))
     for task in sorted(ranked):
-        for _, path, g, r in sorted(ranked[task])[:max_per_task]:
+        ordered = sorted(ranked[task])
+        for _, path, g, r in ordered[:max_per_task]:
             chosen[path][g].append(r)
-    return chosen, counts
+        donor_ranked[task] = ordered[max_per_task:]
+    for task in sorted(donor_ranked):
+        for _, path, g, r in sorted(donor_ranked[task])[:DONOR_ROWS_PER_TASK]:
+            donors[path][g].append(r)
+    return chosen, donors, counts
 
 
 def turn_tokens(plan: DialoguePlan) -> list[int]:
@@ -98,6 +120,60 @@ def turn_tokens(plan: DialoguePlan) -> list[int]:
     for b in plan.blocks:
         tokens[b.turn] += b.stop - b.start
     return tokens
+
+
+def _read(
+    rows: Rows,
+    tokenizer: ChatTokenizer,
+    transforms: Transforms,
+    plans: dict[str, DialoguePlan],
+    counts: Counter[str],
+) -> list[DialogueSample]:
+    """Validate and plan the given rows (plans into ``plans``); bad rows counted by reason."""
+    samples: list[DialogueSample] = []
+    for row in _iter_rows(rows):
+        try:
+            sample = validate_row(row)
+            plans[sample.sample_id] = plan_dialogue(sample, tokenizer, transforms)
+        except InvariantError as err:
+            counts[f"skipped_invariant:{err.invariant}"] += 1
+            continue
+        except (OSError, ValueError, Image.DecompressionBombError):
+            counts["skipped_image_decode"] += 1
+            continue
+        samples.append(sample)
+    return samples
+
+
+def _iter_rows(rows: Rows) -> Iterator[dict[str, Any]]:
+    for path in sorted(rows):
+        parquet = pq.ParquetFile(path)
+        for g in sorted(rows[path]):
+            table = parquet.read_row_group(g).to_pylist()
+            for r in rows[path][g]:
+                yield table[r]
+
+
+def select_samples(
+    data: Sequence[str | Path],
+    *,
+    holdout: float | None,
+    max_per_task: int,
+    seed: int,
+    tasks: Sequence[str] = (),
+) -> tuple[list[DialogueSample], Counter[str]]:
+    """The dialogues the probes would choose, validated (not planned), in the probes' order
+    (task, then the seeded rank), and the counts. A smaller ``max_per_task`` with the same seed
+    chooses a prefix of each task's list: the generation report's dialogues are probed ones."""
+    chosen, _, counts = select_rows(resolve_files(data), holdout, max_per_task, seed, tasks)
+    samples: list[DialogueSample] = []
+    for row in _iter_rows(chosen):
+        try:
+            samples.append(validate_row(row))
+        except InvariantError as err:
+            counts[f"skipped_invariant:{err.invariant}"] += 1
+    samples.sort(key=lambda s: (s.task, _rank(seed, s.sample_id)))
+    return samples, counts
 
 
 def load_eval_set(
@@ -111,26 +187,15 @@ def load_eval_set(
     tasks: Sequence[str] = (),
 ) -> EvalSet:
     """Read, validate and plan the chosen dialogues, then build their history variants."""
-    chosen, counts = select_rows(resolve_files(data), holdout, max_per_task, seed, tasks)
-    samples: list[DialogueSample] = []
+    chosen, donor_rows, counts = select_rows(
+        resolve_files(data), holdout, max_per_task, seed, tasks
+    )
     plans: dict[str, DialoguePlan] = {}
-    for path in sorted(chosen):
-        parquet = pq.ParquetFile(path)
-        for g in sorted(chosen[path]):
-            rows = parquet.read_row_group(g).to_pylist()
-            for r in chosen[path][g]:
-                try:
-                    sample = validate_row(rows[r])
-                    plans[sample.sample_id] = plan_dialogue(sample, tokenizer, transforms)
-                except InvariantError as err:
-                    counts[f"skipped_invariant:{err.invariant}"] += 1
-                    continue
-                except (OSError, ValueError, Image.DecompressionBombError):
-                    counts["skipped_image_decode"] += 1
-                    continue
-                samples.append(sample)
+    samples = _read(chosen, tokenizer, transforms, plans, counts)
+    donors = _read(donor_rows, tokenizer, transforms, plans, Counter())
     samples.sort(key=lambda s: (s.task, _rank(seed, s.sample_id)))
-    pool = DonorPool(samples, lambda s: turn_tokens(plans[s.sample_id]), seed=seed)
+    donors.sort(key=lambda s: (s.task, _rank(seed, s.sample_id)))
+    pool = DonorPool(samples + donors, lambda s: turn_tokens(plans[s.sample_id]), seed=seed)
     dialogues = []
     for sample in samples:
         variants = pool.variants(sample)

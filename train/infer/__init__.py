@@ -14,6 +14,7 @@ cache     KVCache: per-layer key/value buffers shared by the branches
 text      token choice (greedy, temperature, top-p) and the decoding of one text part
 flow      the shifted schedule, three-branch guidance with renormalisation, Euler sampling
 options   TextOptions, ImageOptions (BAGEL's text-to-image and editing defaults)
+progress  what Chat.reply reports while it writes a turn (text so far, flow steps, images)
 load      load_assets: DCP training checkpoints, exported and BAGEL-7B-MoT directories
 batch     generate_turns: every sample's answer as PNG + JSONL, resumable and seeded per sample
 cli       `python -m train chat` and `python -m train generate`
@@ -21,14 +22,19 @@ cli       `python -m train chat` and `python -m train generate`
 
 from train.infer.load import Assets, load_assets
 from train.infer.options import ImageOptions, TextOptions
+from train.infer.progress import DenoisingStep, ImageDrawn, Progress, TextSoFar
 from train.infer.session import Chat, Reply, continue_dialogue
 
 __all__ = [
     "Assets",
     "Chat",
+    "DenoisingStep",
+    "ImageDrawn",
     "ImageOptions",
+    "Progress",
     "Reply",
     "TextOptions",
+    "TextSoFar",
     "continue_dialogue",
     "load_assets",
 ]

@@ -73,6 +73,11 @@ class KVCache:
         self.stream_N[self.length : self.length + new] = stream_T
         self.length += new
 
+    def truncate(self, length: int) -> None:
+        """Forget the tokens from ``length`` on (their slots become scratch)."""
+        assert 0 <= length <= self.length, (length, self.length)
+        self.length = length
+
     def _reserve(self, rows: int) -> None:
         if rows <= self.capacity:
             return

@@ -165,6 +165,18 @@ class ImageTokens:
     """(width, height) of the VAE image in pixels."""
 
 
+@dataclass(frozen=True)
+class Mark:
+    """A point of the dialogue to come back to (``Context.rewind``)."""
+
+    length: int
+    rope: tuple[int, int]
+    text_cfg: Branch
+    pending_text: tuple[int, ...]
+    last_hidden_D: torch.Tensor | None
+    images: int
+
+
 class Context:
     def __init__(self, model: ChatUMM, vision_markers: tuple[int, int]) -> None:
         self.model = model
@@ -248,6 +260,22 @@ class Context:
         """[V] float32 logits of the token after the dialogue so far."""
         assert self.last_hidden_D is not None, "the context is empty"
         return self.model.llm.lm_head(self.last_hidden_D).float()
+
+    # --- going back -----------------------------------------------------------------------------
+    def mark(self) -> Mark:
+        return Mark(
+            self.cache.length, (self.rope[0], self.rope[1]), self.text_cfg,
+            tuple(self.pending_text), self.last_hidden_D, len(self.image_sizes),
+        )  # fmt: skip
+
+    def rewind(self, mark: Mark) -> None:
+        """The context as it was at ``mark``: every token cached since is dropped, nothing is
+        recomputed (each stream only appends, so what precedes the mark is unchanged)."""
+        self.cache.truncate(mark.length)
+        self.rope = list(mark.rope)
+        self.text_cfg, self.pending_text = mark.text_cfg, list(mark.pending_text)
+        self.last_hidden_D = mark.last_hidden_D
+        del self.image_sizes[mark.images :]
 
     # --- denoising ------------------------------------------------------------------------------
     def query(self, grid: tuple[int, int], branches: Sequence[Branch]) -> NoisedQuery:

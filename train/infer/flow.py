@@ -22,6 +22,8 @@ Shape suffixes: M latent tokens, C latent channels, B branches.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from train.infer.context import Context, NoisedQuery
@@ -68,10 +70,15 @@ def guide(
 
 
 def generate_latents(
-    ctx: Context, grid: tuple[int, int], noise_MC: torch.Tensor, opts: ImageOptions
+    ctx: Context,
+    grid: tuple[int, int],
+    noise_MC: torch.Tensor,
+    opts: ImageOptions,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """Denoise ``noise_MC`` into clean latent tokens [M, C] (float32) for an image of ``grid``
-    (rows, cols) following the context; the context itself is left unchanged."""
+    (rows, cols) following the context; the context itself is left unchanged. ``on_step(done,
+    total)`` is called after each of the ``opts.steps - 1`` Euler updates (progress reports)."""
     use_text, use_img = opts.cfg_text_scale > 1, opts.cfg_img_scale > 1
     img_branch = ctx.image_cfg_branch() if use_img else None  # may append to the cache: first
     branches = [ctx.full_branch()]
@@ -102,4 +109,6 @@ def generate_latents(
                 plain = ctx.query(grid, branches[:1])
             v = plain.velocity(x_MC, t)[0]
         x_MC = x_MC - v * dts[i].to(x_MC.device)
+        if on_step is not None:
+            on_step(i + 1, opts.steps - 1)
     return x_MC

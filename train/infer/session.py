@@ -43,10 +43,11 @@ from synth.contract import (
     make_sample_id,
 )
 from train.data.transforms import decode_rgb, patchify
-from train.infer.context import Context, ImageTokens
+from train.infer.context import Context, ImageTokens, Mark
 from train.infer.flow import generate_latents
 from train.infer.load import Assets, load_assets
 from train.infer.options import ImageOptions, TextOptions
+from train.infer.progress import DenoisingStep, ImageDrawn, OnProgress, TextSoFar
 from train.infer.text import generate_text_part
 
 Mode = Literal["auto", "image", "text"]
@@ -100,6 +101,7 @@ class Chat:
         self.images: list[ImageRecord] = []
         if think:
             self._add_text(GEN_THINK_SYSTEM_PROMPT)
+        self._marks: list[tuple[Mark, int]] = []  # before turn k: the context, len(images)
 
     @classmethod
     def from_checkpoint(
@@ -120,23 +122,48 @@ class Chat:
         self.add_user(text, images)
         return self.reply(mode=mode, image=image)
 
-    def add_user(self, text: str | None = None, images: Sequence[ImageInput] = ()) -> None:
-        parts = [Part.of_image(self._take_image(img, "upload"), "upload") for img in images]
+    def add_user(
+        self, text: str | None = None, images: Sequence[ImageInput] = (), refs: Sequence[int] = ()
+    ) -> None:
+        """A user turn: the session's images at indices ``refs`` shown again (an image of the
+        history to edit), then the new ``images``, then ``text``."""
+        for index in refs:
+            if not 0 <= index < len(self.images):
+                raise ValueError(
+                    f"image {index} is not in this conversation (it holds {len(self.images)})"
+                )
+        if not (text or images or refs):
+            raise ValueError("a user turn needs text or at least one image")
+        self._expect("user")
+        encoded = [_encode(img) for img in images]  # every upload is read before any is kept
+        self._begin_turn()
+        parts = [Part.of_image(index, "upload") for index in refs]
+        parts += [Part.of_image(self._keep_image(data, "upload"), "upload") for data in encoded]
         if text:
             parts.append(Part.of_text(text))
-        if not parts:
-            raise ValueError("a user turn needs text or at least one image")
-        self.add_turn(Turn(role="user", parts=tuple(parts)), self.images)
+        self._put(Turn(role="user", parts=tuple(parts)), self.images)
 
     def add_turn(self, turn: Turn, images: Sequence[ImageRecord]) -> None:
         """Put a whole turn into the context as it stands (history, teacher-forced): its image
         parts index ``images``. An assistant image enters as the VAE latents of its pixels."""
+        self._expect(turn.role)
+        self._begin_turn()
+        self._put(turn, images)
+
+    def _expect(self, role: str) -> None:
         expected = "user" if len(self.turns) % 2 == 0 else "assistant"
-        if turn.role != expected:
+        if role != expected:
             raise ValueError(
                 f"turn {len(self.turns)} must be a {expected} turn (turns alternate, user first); "
-                f"got {turn.role}"
+                f"got {role}"
             )
+
+    def _begin_turn(self) -> None:
+        """Remember where turn ``len(self.turns)`` starts (``truncate`` comes back here)."""
+        del self._marks[len(self.turns) :]  # a turn that failed half-way left its mark
+        self._marks.append((self.ctx.mark(), len(self.images)))
+
+    def _put(self, turn: Turn, images: Sequence[ImageRecord]) -> None:
         parts = []
         for part in turn.parts:
             if part.type == "text":
@@ -159,27 +186,48 @@ class Chat:
         for turn in sample.turns[:stop]:
             self.add_turn(turn, sample.images)
 
-    def reply(self, *, mode: Mode = "auto", image: ImageOptions | None = None) -> Reply:
-        """Generate the assistant turn that follows the context."""
+    def reply(
+        self,
+        *,
+        mode: Mode = "auto",
+        image: ImageOptions | None = None,
+        on_progress: OnProgress | None = None,
+    ) -> Reply:
+        """Generate the assistant turn that follows the context; ``on_progress`` hears of each
+        token and flow step as it comes (``train.infer.progress``)."""
+        report = on_progress or _ignore
         if not self.turns or self.turns[-1].role != "user":
             raise ValueError("the assistant answers a user turn: add one first (add_user / send)")
+        self._begin_turn()
         parts: list[Part] = []
         drawn: list[Image.Image] = []
         last: Segment | None = None
         while (segment := self._next_segment(last, mode, len(parts))) != "end":
             if segment == "image":
                 if self.think and not drawn:
-                    parts.append(Part.of_text(self._generate_text(plan=True)))
-                picture = self._draw(image)
+                    parts.append(Part.of_text(self._generate_text(True, len(parts), report)))
+                picture = self._draw(image, len(parts), report)
                 drawn.append(picture)
-                parts.append(Part.of_image(self._take_image(picture, "output"), "output"))
+                parts.append(Part.of_image(self._keep_image(_encode(picture), "output"), "output"))
             else:
-                parts.append(Part.of_text(self._generate_text(plan=False)))
+                parts.append(Part.of_text(self._generate_text(False, len(parts), report)))
             last = segment
         self.ctx.add_tokens([self.special.end_of_turn])
         turn = Turn(role="assistant", parts=tuple(parts))
         self.turns.append(turn)
         return Reply(turn, tuple(drawn))
+
+    def truncate(self, turns: int) -> None:
+        """Go back to the first ``turns`` turns (undo): the context as it was before turn
+        ``turns`` and the images it held then. Nothing is recomputed. Also cleans up after a
+        reply that failed half-way: ``truncate(len(turns) - 1)`` drops its user turn."""
+        if not 0 <= turns <= len(self.turns):
+            raise ValueError(f"the conversation has {len(self.turns)} turn(s); cannot keep {turns}")
+        if turns == len(self._marks):
+            return
+        mark, images = self._marks[turns]
+        self.ctx.rewind(mark)
+        del self.turns[turns:], self.images[images:], self._marks[turns:]
 
     def to_sample(
         self,
@@ -227,25 +275,30 @@ class Chat:
         self.ctx.mark_text_condition()
         self.ctx.add_tokens([sp.im_start, *self.assets.tokenizer.encode(text), sp.im_end])
 
-    def _generate_text(self, plan: bool) -> str:
+    def _generate_text(self, plan: bool, part: int, report: OnProgress) -> str:
         """A text part decoded into the context. A plan is no condition of the text-CFG branch
         and stays out of the image-CFG branch (BAGEL's think mode)."""
         if not plan:
             self.ctx.mark_text_condition()
-        sp = self.special
+        sp, decode = self.special, self.assets.tokenizer.decode
         ids = generate_text_part(
-            self.ctx, sp.im_start, sp.im_end, self.text_options, self.generator, text_only=not plan
-        )
-        return self.assets.tokenizer.decode(ids)
+            self.ctx, sp.im_start, sp.im_end, self.text_options, self.generator,
+            text_only=not plan, on_token=lambda so_far: report(TextSoFar(part, decode(so_far))),
+        )  # fmt: skip
+        return decode(ids)
 
-    def _draw(self, options: ImageOptions | None) -> Image.Image:
+    def _draw(self, options: ImageOptions | None, part: int, report: OnProgress) -> Image.Image:
         opts = options or ImageOptions.for_context(bool(self.ctx.image_sizes), self.image_overrides)
         rows, cols = self._grid(opts.size)
         model = self.assets.model
         noise_MC = torch.randn(rows * cols, model.config.latent_dim, generator=self.generator)
-        latents_MC = generate_latents(self.ctx, (rows, cols), noise_MC, opts)
+        latents_MC = generate_latents(
+            self.ctx, (rows, cols), noise_MC, opts,
+            on_step=lambda done, total: report(DenoisingStep(part, done, total)),
+        )  # fmt: skip
         pixels = model.decode_latent_tokens(latents_MC, rows, cols)
         picture = to_pil(pixels)
+        report(ImageDrawn(part, picture))
         self.ctx.add_image(self._image_tokens(picture, latents_MC))
         return picture
 
@@ -289,17 +342,8 @@ class Chat:
             size=size,
         )
 
-    def _take_image(self, image: ImageInput, origin: Literal["upload", "output"]) -> int:
-        """Keep an image as an ``ImageRecord`` (PNG bytes unless given encoded); its index."""
-        if isinstance(image, Image.Image):
-            buffer = io.BytesIO()
-            image.save(buffer, format="PNG")
-            data = buffer.getvalue()
-        elif isinstance(image, bytes):
-            data = image
-        else:
-            data = Path(image).read_bytes()
-        decode_rgb(data)  # an unreadable upload fails here, before it enters the session
+    def _keep_image(self, data: bytes, origin: Literal["upload", "output"]) -> int:
+        """Keep encoded image bytes as an ``ImageRecord``; its index."""
         source = "user" if origin == "upload" else "model"
         self.images.append(
             ImageRecord(data=data, source=source, source_row=f"image-{len(self.images)}")
@@ -315,6 +359,25 @@ class Chat:
                 return i
         self.images.append(record)
         return len(self.images) - 1
+
+
+def _encode(image: ImageInput) -> bytes:
+    """The image's file bytes (PNG unless given encoded); an unreadable one fails here, before
+    it enters the session."""
+    if isinstance(image, Image.Image):
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        data = buffer.getvalue()
+    elif isinstance(image, bytes):
+        data = image
+    else:
+        data = Path(image).read_bytes()
+    decode_rgb(data)
+    return data
+
+
+def _ignore(_: object) -> None:
+    pass
 
 
 def to_pil(pixels_CHW: torch.Tensor) -> Image.Image:

@@ -8,6 +8,8 @@ the context always holds closed parts). Every fed token enters the cache once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from train.infer.context import Context
@@ -36,8 +38,10 @@ def generate_text_part(
     opts: TextOptions,
     generator: torch.Generator,
     text_only: bool = True,
+    on_token: Callable[[list[int]], None] | None = None,
 ) -> list[int]:
-    """Decode one text part into the context; the ids between its markers."""
+    """Decode one text part into the context; the ids between its markers. ``on_token`` is
+    called with the ids so far after each token (for streaming; it must not touch ``ctx``)."""
     ctx.add_tokens([im_start], text_only)
     ids: list[int] = []
     while True:
@@ -50,3 +54,5 @@ def generate_text_part(
         if token == im_end:
             return ids
         ids.append(token)
+        if on_token is not None:
+            on_token(ids)
