@@ -219,7 +219,8 @@ class BatchBackend:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # refused, retries exhausted, a configuration error
-            self._warn(f"batch {label} gave up", exc)
+            if not isinstance(exc, BackendConfigError):  # that one stops the run, and says so
+                self._warn(f"batch {label} gave up", exc)
             for key, waiting in list(self._waiting.items()):
                 if waiting.label == label:
                     self._resolve(key, label, exc)
