@@ -285,3 +285,13 @@ def test_batch_settings_are_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert EngineConfig(backend="openai").price_table["gpt-4o-mini"] == (0.15, 0.60)
     # A run may switch between online and batch mode on resume.
     assert RunConfig(llm="openai", batch=True).identity() == RunConfig(llm="openai").identity()
+
+
+def test_a_key_an_answer_or_an_error_quotes_reaches_no_file(server: FakeServer, tmp_path: Path) -> None:  # fmt: skip
+    server.answer = lambda request: f"{echo_answer(request)} (called with {KEY})"
+    server.set_faults(FaultPlan(first=("leak400",)))
+    answers, _ = _ask(_config(server, tmp_path), [_request(i) for i in range(3)])
+    assert answers[0].finish_reason == "error" and "[redacted]" in answers[0].text
+    assert all("[redacted]" in a.text and KEY not in a.text for a in answers)
+    for path in tmp_path.iterdir():  # the response cache, the batch store, their WALs
+        assert KEY.encode() not in path.read_bytes(), path

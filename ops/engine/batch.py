@@ -34,7 +34,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar
 
 from ops.engine.batch_store import BatchStore
@@ -292,7 +292,10 @@ class BatchBackend:
         for key in keys:
             outcome = outcomes.get(key.hex())
             if isinstance(outcome, LLMResponse):
-                answers[key] = outcome
+                # Stored as the engine would cache it: no key an answer echoes reaches a file.
+                text = redact(outcome.text, self._secrets)
+                answers[key] = outcome if text == outcome.text else replace(outcome, text=text)
+                outcomes[key.hex()] = answers[key]
         self._store.finish(label, answers)  # before anyone resumes: a kill now loses nothing
         if status.missing is None:
             self.stats.done += 1
