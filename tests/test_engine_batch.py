@@ -18,7 +18,7 @@ from ops.engine import BackendConfigError, Engine, EngineConfig
 from ops.engine.batch_store import BatchStore
 from ops.engine.cache import request_key
 from ops.protocol import GenerationParams, LLMRequest, LLMResponse, Message
-from synth.stages.config import RunConfig
+from synth.stages.config import RunConfig, load_run_config
 from tests.fakes._server import FakeServer, FaultPlan, echo_answer
 from tests.fakes.batches import BatchPlan
 from tests.fakes.fake_gemini import FakeGemini
@@ -285,6 +285,17 @@ def test_batch_settings_are_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert EngineConfig(backend="openai").price_table["gpt-4o-mini"] == (0.15, 0.60)
     # A run may switch between online and batch mode on resume.
     assert RunConfig(llm="openai", batch=True).identity() == RunConfig(llm="openai").identity()
+    # The same settings in --config, the command line winning.
+    yaml_file = tmp_path / "run.yaml"
+    yaml_file.write_text(
+        "llm: gemini\nbatch: true\nbatch-window-s: 120\nbatch_max_requests: 1000\n"
+    )
+    cfg = load_run_config("a", yaml_file, {"batch_poll_s": 60.0, "batch_window_s": None})
+    assert (cfg.batch, cfg.batch_window_s, cfg.batch_poll_s, cfg.batch_max_requests) == (
+        True, 120.0, 60.0, 1000,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="batch_window_s: Input should be greater than 0"):
+        load_run_config("a", yaml_file, {"batch_window_s": 0})
 
 
 def test_a_key_an_answer_or_an_error_quotes_reaches_no_file(server: FakeServer, tmp_path: Path) -> None:  # fmt: skip
