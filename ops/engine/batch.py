@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
@@ -103,11 +104,11 @@ class BatchAPI(Protocol):
     async def aclose(self) -> None: ...
 
 
-def not_served(base_url: str, what: str, status: int) -> BackendConfigError:
+def not_served(base_url: str, what: str, status: int, routes: str) -> BackendConfigError:
     """The error for a server that does not implement the batch routes."""
     return BackendConfigError(
         f"{base_url} does not serve a batch API ({what} answered HTTP {status}); run without "
-        "--batch, or point --base-url at a server that implements /v1/files and /v1/batches"
+        f"--batch, or point --base-url at a server that implements {routes}"
     )
 
 
@@ -205,7 +206,12 @@ class BatchBackend:
             waiting = self._waiting[key]
             waiting.label = label
             lines.append(waiting.line)
-        self._store.begin(label, self.name, self.model, keys)
+        try:
+            self._store.begin(label, self.name, self.model, keys)
+        except sqlite3.Error as exc:  # not recorded (a full disk?): not sent either
+            for key in keys:
+                self._resolve(key, label, exc)
+            return
         self._start(label, self._submit(label, keys, b"\n".join(lines) + b"\n"))
 
     # One task per batch ---------------------------------------------------------------------

@@ -42,6 +42,7 @@ from ops.protocol import LLMRequest
 # No request count per batch is documented; the input file may hold up to 2 GB.
 LIMITS = (2**31 - 1, 2_000_000_000)
 FILE_TIMEOUT_S = 600.0
+ROUTES = "the Files API (upload/v1beta/files) and models/*:batchGenerateContent"
 _ENDED = frozenset(
     {"JOB_STATE_SUCCEEDED", "JOB_STATE_PARTIALLY_SUCCEEDED", "JOB_STATE_FAILED",
      "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"}
@@ -169,7 +170,7 @@ class GeminiBatchAPI:
             yield
         except errors.APIError as exc:
             if submitting and exc.code in (404, 405, 501):
-                raise not_served(self._base_url, what, exc.code) from exc
+                raise not_served(self._base_url, what, exc.code, ROUTES) from exc
             if lookup and exc.code == 404:
                 raise TransientError(f"{what}: HTTP 404 ({exc.message})", status=404) from exc
             raise google_error(

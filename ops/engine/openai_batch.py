@@ -42,6 +42,7 @@ from ops.engine.openai_backend import OPENAI_URL, completion_response, request_b
 from ops.protocol import LLMRequest
 
 ENDPOINT: Final = "/v1/chat/completions"
+ROUTES = "/v1/files and /v1/batches"
 LABEL_KEY = "chatumm_batch"
 LIMITS = (50_000, 200_000_000)
 FILE_TIMEOUT_S = 600.0  # uploading or reading a file of up to 200 MB
@@ -92,12 +93,18 @@ class OpenAIBatchAPI:
         return str(batch.id)
 
     async def find(self, label: str, since: float) -> str | None:
-        async with self._translated("GET /batches"):
-            async for batch in self._client.batches.list(limit=100):
-                if (batch.metadata or {}).get(LABEL_KEY) == label:
-                    return str(batch.id)
-                if batch.created_at < since - CLOCK_SKEW_S:
-                    break
+        """Newest first, back to an hour before ``since``. A server that cannot list its
+        batches cannot say: None (the requests go out again)."""
+        try:
+            async with self._translated("GET /batches"):
+                async for batch in self._client.batches.list(limit=100):
+                    if (batch.metadata or {}).get(LABEL_KEY) == label:
+                        return str(batch.id)
+                    if batch.created_at < since - CLOCK_SKEW_S:
+                        break
+        except (TransientError, RequestError) as exc:
+            if exc.status not in (404, 405, 501):
+                raise
         return None
 
     async def poll(self, batch_id: str) -> BatchStatus:
@@ -173,7 +180,7 @@ class OpenAIBatchAPI:
             yield
         except openai.APIStatusError as exc:
             if submitting and exc.status_code in (404, 405, 501):
-                raise not_served(self._base_url, what, exc.status_code) from exc
+                raise not_served(self._base_url, what, exc.status_code, ROUTES) from exc
             if exc.status_code == 404:  # a batch or file that is gone: its requests go again
                 raise TransientError(f"{what}: HTTP 404 ({exc.message})", status=404) from exc
             raise classify_status(
