@@ -157,11 +157,15 @@ class BatchBackend:
     async def complete(self, request: LLMRequest) -> LLMResponse:
         key = request_key(self.name, self.model, request)
         waiting = self._waiting.get(key)
+        new = waiting is None
         if waiting is None:
             answer = self._store.answer(key)
             if answer is not None:  # its batch came back in an earlier run
                 return answer
             waiting = self._waiting[key] = _Waiting(self.api.line(key.hex(), request))
+        future: asyncio.Future[LLMResponse] = asyncio.get_running_loop().create_future()
+        waiting.futures.append(future)  # before gathering, which may resolve it at once
+        if new:
             label = self._store.batch_of(key)
             if label is None:
                 self._gather(key, waiting)
@@ -170,8 +174,6 @@ class BatchBackend:
                 if label not in self._tasks:
                     self._start(label, self._resume(label))
             self._count()
-        future: asyncio.Future[LLMResponse] = asyncio.get_running_loop().create_future()
-        waiting.futures.append(future)
         try:
             return await future
         finally:
