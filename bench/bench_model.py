@@ -2,6 +2,7 @@
 
     python bench/bench_model.py --preset tiny --tokens 1024                 # CPU, SDPA, fp32
     python bench/bench_model.py --preset small_100m --tokens 4096           # CPU
+    python bench/bench_model.py --preset tiny --tokens 1024 --pad-to 2048   # half padding
     python bench/bench_model.py --preset base_1b --tokens 32768 --device cuda \\
         --attention flex --dtype bf16 --compile-layers                      # H100 (gpu_model.sh)
 
@@ -19,17 +20,18 @@ import json
 import resource
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
+from torch._dynamo.utils import counters
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from train.batch import PackedBatch
 from train.mask import generalized_causal_mask_mod
 from train.model import ChatUMM, ModelConfig
-from train.model.llm import DecoderLayer
-from train.model.vit import ViTLayer
+from train.parallelize import apply_activation_checkpointing, apply_compile
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
 
@@ -108,6 +110,28 @@ def synthetic_batch(
     )
 
 
+def pad_to(batch: PackedBatch, capacity: int, pad_id: int = 0) -> PackedBatch:
+    """``batch`` with padding appended up to ``capacity`` positions, as ``train.data.pack`` pads:
+    document -1, segment -1, understanding expert, position 0, text ``pad_id``."""
+    extra = capacity - batch.seq_len
+    if extra < 0:
+        raise ValueError(f"--pad-to {capacity} is shorter than the pack ({batch.seq_len})")
+
+    def grow(t: torch.Tensor, value: float | int | bool) -> torch.Tensor:
+        return torch.cat([t, torch.full((extra,), value, dtype=t.dtype)])
+
+    return replace(
+        batch,
+        position_ids_L=grow(batch.position_ids_L, 0),
+        expert_ids_L=grow(batch.expert_ids_L, 0),
+        document_ids_L=grow(batch.document_ids_L, -1),
+        segment_ids_L=grow(batch.segment_ids_L, -1),
+        noised_L=grow(batch.noised_L, False),
+        text_ids_N=grow(batch.text_ids_N, pad_id),
+        text_index_N=torch.cat([batch.text_index_N, torch.arange(batch.seq_len, capacity)]),
+    )
+
+
 def attention_pairs(batch: PackedBatch, device: torch.device, chunk: int = 2048) -> int:
     """Allowed (q, k) pairs of the generalized causal mask over the real tokens."""
     mask_mod = generalized_causal_mask_mod(
@@ -157,7 +181,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--preset", default="tiny")
-    ap.add_argument("--tokens", type=int, default=1024)
+    ap.add_argument("--tokens", type=int, default=1024, help="pack dialogues up to this length")
+    ap.add_argument("--pad-to", type=int, default=None, help="then pad the pack to this length")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--attention", choices=["sdpa", "flex"], default="sdpa")
     ap.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
@@ -166,6 +191,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--compile-layers", action="store_true", help="torch.compile each block")
+    ap.add_argument(
+        "--ac",
+        choices=["off", "full", "selective"],
+        default="off",
+        help="activation checkpointing per block, as parallel.activation_checkpointing",
+    )
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--peak-tflops", type=float, default=None, help="bf16 dense peak, for MFU")
     args = ap.parse_args()
@@ -177,7 +208,8 @@ def main() -> None:
     big = cfg.vit.patch_size >= 14
     vit_side = args.vit_side or (27 if big else 4)
     latent_side = args.latent_side or (32 if big else 2)
-    batch = synthetic_batch(cfg, args.tokens, vit_side, latent_side).to(device)
+    batch = synthetic_batch(cfg, args.tokens, vit_side, latent_side)
+    batch = pad_to(batch, args.pad_to or batch.seq_len).to(device)
     pairs = attention_pairs(batch, device)
 
     torch.manual_seed(0)
@@ -189,12 +221,10 @@ def main() -> None:
         for name, child in model.named_children():
             if name != "vae":
                 child.to(torch.bfloat16)
-    compiled = "off"
-    if args.compile_layers:
-        for layer in [*model.llm.layers, *model.vit.layers]:
-            assert isinstance(layer, (DecoderLayer, ViTLayer))
-            layer.compile(dynamic=True)
-        compiled = "layers"
+    if args.ac != "off":
+        apply_activation_checkpointing(model, args.ac)
+    if args.compile_layers:  # as training compiles (train.parallelize)
+        apply_compile(model)
     model.train()
 
     def step() -> None:
@@ -211,16 +241,19 @@ def main() -> None:
     sync()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
+    graphs = counters["stats"]["unique_graphs"]
     start = time.perf_counter()
     for _ in range(args.steps):
         step()
     sync()
     seconds = (time.perf_counter() - start) / args.steps
+    recompiles = counters["stats"]["unique_graphs"] - graphs
 
     flops = model_flops(cfg, batch, pairs)
     result = {
         "preset": args.preset, "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-        "attention": args.attention, "dtype": args.dtype, "compile": compiled,
+        "attention": args.attention, "dtype": args.dtype, "ac": args.ac,
+        "compile": "layers" if args.compile_layers else "off", "compiles_after_warmup": recompiles,
         "threads": torch.get_num_threads(), "seq_len": batch.seq_len, "real_tokens": batch.real_tokens,
         "vit_patches": batch.vit_patches_PD.shape[0], "latent_tokens": batch.vae_index_M.numel(),
         "vae_images": len(batch.vae_images), "ce_tokens": batch.ce_index_C.numel(),

@@ -220,7 +220,7 @@ def _wire(backend: str, url: str, n: int) -> tuple[str, dict[str, str], list[byt
         params = GenerationParams(max_tokens=spec.max_tokens, seed=rng.getrandbits(31))
         requests.append(spec.render({"caption": caption(i)}, rng, params))
     if backend == "openai":
-        from ops.engine.openai_backend import _body
+        from ops.engine.openai_backend import request_body as _body
 
         bodies = [orjson.dumps(_body(MODEL[backend], r)) for r in requests]
         return url + "/chat/completions", {"Content-Type": "application/json"}, bodies

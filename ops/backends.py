@@ -11,8 +11,13 @@ import both, maps a name to any of them.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ops.engine import Engine, EngineConfig
 from ops.protocol import Backend
+
+if TYPE_CHECKING:
+    from ops.engine.batch import BatchBackend
 
 
 def make_backend(config: EngineConfig) -> Backend:
@@ -36,6 +41,28 @@ def make_backend(config: EngineConfig) -> Backend:
     raise AssertionError(f"unhandled backend {config.backend!r}")  # EngineConfig validated it
 
 
+def make_batch_backend(config: EngineConfig) -> BatchBackend:
+    """The provider's batch API behind the backend protocol (``config.batch``)."""
+    from ops.engine.batch import BatchAPI, BatchBackend
+
+    api: BatchAPI
+    if config.backend == "openai":
+        from ops.engine.openai_batch import OpenAIBatchAPI
+
+        api = OpenAIBatchAPI(config)
+    else:
+        from ops.engine.gemini_batch import GeminiBatchAPI
+
+        api = GeminiBatchAPI(config)  # EngineConfig allows batch for openai and gemini only
+    return BatchBackend(api, config)
+
+
 def open_engine(config: EngineConfig) -> Engine:
-    """The engine a run uses: the configured backend with the config's limits and cache."""
-    return Engine(make_backend(config), config)
+    """The engine a run uses: the configured backend with the config's limits and cache (in
+    batch mode, the provider's batch API, whose batch counters the engine's stats carry)."""
+    if not config.batch:
+        return Engine(make_backend(config), config)
+    backend = make_batch_backend(config)
+    engine = Engine(backend, config)
+    engine.stats.batch = backend.stats
+    return engine

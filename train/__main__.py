@@ -3,7 +3,7 @@ talk to a model (``chat``, ``generate``: ``train/infer/cli.py``; ``demo`` in the
 ``train/demo/``), or measure context tracking (``eval``: ``train/eval/cli.py``).
 
     torchrun --nproc-per-node N -m train --config CONFIG --data DIR [DIR ...] --out DIR \\
-        [--max-steps K] [--resume] [--init-from BAGEL_DIR]
+        [--max-steps K] [--resume] [--init-from BAGEL_DIR] [--profile N]
     python -m train export CHECKPOINT OUT_DIR [--ema]
     python -m train chat --checkpoint DIR
     python -m train generate --checkpoint DIR --in SHARDS --out DIR [--seed N]
@@ -35,6 +35,9 @@ def train(
     init_from: Path | None = typer.Option(
         None, help="start from BAGEL's released checkpoint directory (ignored on resume)"
     ),
+    profile: int = typer.Option(
+        0, min=0, help="trace this many steps (after 3) with the torch profiler into OUT/profile"
+    ),
 ) -> None:
     """Train; the resolved config and checkpoints go under --out."""
     from train.config import TrainConfig
@@ -50,7 +53,7 @@ def train(
                 f"{directory} is not a directory of shards", param_hint="--data"
             )
     try:
-        run(cfg, list(data), out, resume=resume, init_from=init_from)
+        run(cfg, list(data), out, resume=resume, init_from=init_from, profile=profile)
     except ValueError as err:  # a configuration problem: say what to fix, no traceback
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None

@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from train.eval.config import EvalConfig
 
@@ -62,11 +69,22 @@ class ParallelConfig(_Section):
     """Ranks per FSDP shard group (HYBRID_SHARD: replicate across groups). None = all ranks."""
     mixed_precision: Literal["bf16", "fp32"] = "bf16"
     """bf16 params/compute with fp32 gradient reduction, or fp32 throughout (the CPU default)."""
-    activation_checkpointing: bool = True
+    activation_checkpointing: Literal["full", "selective", "off"] = "full"
+    """Per transformer block: ``full`` recomputes the whole block in backward, ``selective``
+    keeps the matmul and attention outputs and recomputes the rest (norms, activations, RoPE),
+    ``off`` keeps everything (``train.parallelize``). YAML ``true``/``false`` mean full/off."""
     compile: bool = False
-    """``torch.compile`` each transformer block (CUDA)."""
+    """``torch.compile`` each transformer block, with dynamic shapes (one graph for every pack
+    length; the metrics' ``compiles`` counts what compiles after all)."""
     attention: Literal["sdpa", "flex"] = "sdpa"
     """``flex`` (FlexAttention, CUDA) or ``sdpa`` with a dense mask (CPU: flex has no backward)."""
+
+    @field_validator("activation_checkpointing", mode="before")
+    @classmethod
+    def _checkpointing_bool(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            return "full" if value else "off"
+        return value
 
 
 class CheckpointConfig(_Section):

@@ -26,7 +26,7 @@ from torch import nn
 
 from train.checkpoint import Checkpointer, ModelOptimizerState, rng_state, set_rng_state
 from train.config import TrainConfig
-from train.metrics import MetricsLogger, peak_flops
+from train.metrics import CompileCounter, MetricsLogger, StepProfiler, peak_flops
 from train.optim import EMA, build_optimizer, build_scheduler, trainable_summary
 from train.parallelize import build_mesh, parallelize
 from train.resolve import (
@@ -157,11 +157,13 @@ def train(
     *,
     resume: bool = False,
     init_from: Path | None = None,
+    profile: int = 0,
 ) -> int:
-    """Run training; returns the last completed step. Call inside or outside torchrun."""
+    """Run training; returns the last completed step. Call inside or outside torchrun.
+    ``profile``: trace that many steps with the torch profiler (``StepProfiler``)."""
     rt = init_runtime(cfg.device)
     try:
-        return _train(cfg, data, out, rt, resume=resume, init_from=init_from)
+        return _train(cfg, data, out, rt, resume=resume, init_from=init_from, profile=profile)
     finally:
         dist.destroy_process_group()
 
@@ -174,6 +176,7 @@ def _train(
     *,
     resume: bool,
     init_from: Path | None,
+    profile: int = 0,
 ) -> int:
     ckpt = Checkpointer(
         out / "ckpt", keep=cfg.checkpoint.keep, rank=rt.rank, world_size=rt.world_size
@@ -249,11 +252,18 @@ def _train(
     stop = StopFlag()
     peak = peak_flops(rt.device, cfg.log.peak_tflops)
     streams: list[Iterator[PackedBatch]] = [iter(loader) for loader in loaders]
+    compiles = CompileCounter()
+    profiler = (
+        StepProfiler(out / "profile", rank=rt.rank, steps=profile, device=rt.device)
+        if profile
+        else None
+    )
     model.train()
     try:
         while step < cfg.max_steps:
             started = time.perf_counter()
             micro = [pack for s in streams if (pack := next(s, None)) is not None]
+            data_s = time.perf_counter() - started
             # data.epochs was finite and some rank ran out: every rank must stop together
             if _any_rank(len(micro) < len(streams), rt.device):
                 log.message(f"data exhausted after step {step}")
@@ -289,9 +299,12 @@ def _train(
             if rt.device.type == "cuda":
                 torch.cuda.synchronize(rt.device)
             elapsed = time.perf_counter() - started
+            if profiler is not None:
+                profiler.step()
             if step % cfg.log.every == 0 or step == cfg.max_steps:
                 logged = StepLog(step, lr, result, elapsed, micro, nonfinite)
-                log.log(_metrics(logged, model_cfg, peak, rt, loaders))
+                record = _metrics(logged, model_cfg, peak, rt, loaders)
+                log.log({**record, "data_s": data_s, "compiles": compiles.read()})
             if probes is not None:
                 probes.maybe_run(model, step)
             if nonfinite > cfg.max_nonfinite:
@@ -307,6 +320,8 @@ def _train(
             if step % cfg.checkpoint.every == 0 or final:
                 save(step)
     finally:
+        if profiler is not None:
+            profiler.stop()
         stop.restore()
         log.close()
         if probes is not None:

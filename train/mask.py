@@ -22,16 +22,24 @@ MaskMod = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], tor
 
 
 def generalized_causal_mask_mod(
-    document_ids_L: torch.Tensor, segment_ids_L: torch.Tensor, noised_L: torch.Tensor
+    document_ids_L: torch.Tensor,
+    segment_ids_L: torch.Tensor,
+    noised_L: torch.Tensor,
+    position_L: torch.Tensor | None = None,
 ) -> MaskMod:
+    """The rule over rows ``q``, ``k`` of the given per-row ids. ``position_L``: the sequence
+    position of each row when the rows are a permutation of the sequence (the decoder's
+    expert-sorted layout, ``train.model.layout``); default row i is position i."""
+
     def mask_mod(
         b: torch.Tensor, h: torch.Tensor, q: torch.Tensor, k: torch.Tensor
     ) -> torch.Tensor:
         doc_q, doc_k = document_ids_L[q], document_ids_L[k]
         seg_q, seg_k = segment_ids_L[q], segment_ids_L[k]
+        pos_q, pos_k = (q, k) if position_L is None else (position_L[q], position_L[k])
         same_block = (seg_q == seg_k) & (seg_q >= 0)
         same_doc = (doc_q == doc_k) & ((doc_q >= 0) | (q == k))
-        visible = (k <= q) | same_block
+        visible = (pos_k <= pos_q) | same_block
         private = noised_L[k] & ~same_block
         return same_doc & visible & ~private
 

@@ -1,7 +1,9 @@
 """Per-step training metrics: a JSONL log, TensorBoard when installed, a rank-0 progress bar.
 
 Only rank 0 writes. ``metrics.jsonl`` in the run directory holds one JSON object per logged step
-(at least ``step``, ``ce``, ``mse``, ``lr``). On resume, records after the checkpoint's step are
+(at least ``step``, ``ce``, ``mse``, ``lr``; the loop adds throughput, ``data_s`` -- the time the
+step waited for its packs, inside ``step_s`` -- and ``compiles``, graphs compiled since the
+last record). On resume, records after the checkpoint's step are
 dropped first, so the file always reads as one uninterrupted run.
 """
 
@@ -29,6 +31,62 @@ def peak_flops(device: torch.device, override_tflops: float | None) -> float | N
         return None
     name = torch.cuda.get_device_name(device)
     return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
+
+
+class CompileCounter:
+    """Graphs Dynamo has compiled since the last ``read`` (``compiles`` in the metrics): the
+    first steps compile each block once; after that, any count is a recompile."""
+
+    def __init__(self) -> None:
+        self._seen = self.total()
+
+    @staticmethod
+    def total() -> int:
+        from torch._dynamo.utils import counters
+
+        return int(counters["stats"]["unique_graphs"])
+
+    def read(self) -> int:
+        now = self.total()
+        new, self._seen = now - self._seen, now
+        return new
+
+
+class StepProfiler:
+    """``--profile N``: a torch profiler trace of N training steps after ``skip`` steps (compile
+    and allocator warm-up), one Chrome/Perfetto trace per rank under ``out_dir``, plus a table of
+    the most expensive ops. Call ``step()`` after every training step."""
+
+    def __init__(
+        self, out_dir: Path, *, rank: int, steps: int, device: torch.device, skip: int = 3
+    ):
+        from torch.profiler import ProfilerActivity, profile, schedule
+
+        self.out_dir, self.rank = out_dir, rank
+        activities = [ProfilerActivity.CPU]
+        if device.type == "cuda":
+            activities.append(ProfilerActivity.CUDA)
+        self._prof = profile(
+            activities=activities,
+            schedule=schedule(wait=max(skip - 1, 0), warmup=1, active=steps, repeat=1),
+            on_trace_ready=self._write,
+            record_shapes=True,
+        )
+        self._device = device
+        self._prof.start()
+
+    def _write(self, prof: Any) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        prof.export_chrome_trace(str(self.out_dir / f"trace_rank{self.rank}.json"))
+        sort = "self_cuda_time_total" if self._device.type == "cuda" else "self_cpu_time_total"
+        table = prof.key_averages().table(sort_by=sort, row_limit=40)
+        (self.out_dir / f"ops_rank{self.rank}.txt").write_text(table + "\n", encoding="utf-8")
+
+    def step(self) -> None:
+        self._prof.step()
+
+    def stop(self) -> None:
+        self._prof.stop()
 
 
 def truncate_after(path: Path, step: int) -> None:
@@ -137,4 +195,6 @@ def _summary(record: dict[str, Any]) -> str:
         parts.append(f"tok/s {record['tokens_per_s']:.0f}")
     if record.get("mfu") is not None:
         parts.append(f"mfu {100 * record['mfu']:.1f}%")
+    if record.get("compiles"):
+        parts.append(f"compiled {record['compiles']}")
     return " ".join(parts)

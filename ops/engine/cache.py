@@ -51,7 +51,26 @@ def request_key(backend: str, model: str, request: LLMRequest) -> bytes:
     return hashlib.sha256(payload).digest()
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def encode_response(response: LLMResponse) -> bytes:
+    """A response as the cache stores it (and the batch store, ``ops.engine.batch_store``)."""
+    return orjson.dumps(
+        (
+            response.text,
+            response.finish_reason,
+            response.model,
+            response.prompt_tokens,
+            response.completion_tokens,
+            response.thinking_tokens,
+        )
+    )
+
+
+def decode_response(value: bytes) -> LLMResponse:
+    # Rows written before thinking tokens were counted have five fields.
+    return LLMResponse(*orjson.loads(value))
+
+
+def connect(path: Path) -> sqlite3.Connection:
     # isolation_level=None: autocommit unless we BEGIN; check_same_thread off for close().
     db = sqlite3.connect(path, timeout=60.0, isolation_level=None, check_same_thread=False)
     # Switching a new file to WAL can fail with "database is locked" at once, without the busy
@@ -74,7 +93,7 @@ class ResponseCache:
         directory = Path(cache_dir)
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / CACHE_FILE
-        self._db = _connect(self.path)
+        self._db = connect(self.path)
         self._db.execute(_SCHEMA)
         self._group_s = group_s
         self._lock = threading.Lock()  # guards the fields below, shared with the writer
@@ -85,7 +104,7 @@ class ResponseCache:
         self._wake = threading.Event()
         self._urgent = threading.Event()  # flush() or close() waits: commit without grouping
         self._writer = threading.Thread(
-            target=self._write_loop, args=(_connect(self.path),), name="response-cache", daemon=True
+            target=self._write_loop, args=(connect(self.path),), name="response-cache", daemon=True
         )
         self._writer.start()
 
@@ -96,20 +115,10 @@ class ResponseCache:
             if row is None:
                 return None
             value = row[0]
-        # Rows written before thinking tokens were counted have five fields.
-        return LLMResponse(*orjson.loads(value))
+        return decode_response(value)
 
     def put(self, key: bytes, response: LLMResponse) -> None:
-        value = orjson.dumps(
-            (
-                response.text,
-                response.finish_reason,
-                response.model,
-                response.prompt_tokens,
-                response.completion_tokens,
-                response.thinking_tokens,
-            )
-        )
+        value = encode_response(response)
         with self._lock:
             self._pending[key] = value
             self._batch.append((key, value))

@@ -25,6 +25,23 @@ DEFAULT_PRICES: dict[str, tuple[float, float]] = {
     "template-v1": (0.0, 0.0),
     "smollm2-135m": (0.0, 0.0),
 }
+# Both providers bill a request sent through their batch API at half the list price, input and
+# output alike (OpenAI Batch API; Gemini API batch mode): ``EngineConfig.price_table`` applies
+# it to the whole table, ``prices`` overrides included, when ``batch`` is on.
+BATCH_PRICE_FACTOR = 0.5
+
+# Batch mode (ops.engine.batch): how requests are gathered into batches and how often a batch
+# is asked after. A batch takes minutes to hours, so gathering for 30 s costs nothing; polling
+# starts at 15 s and backs off 1.5x per poll to 5 minutes.
+DEFAULT_BATCH_WINDOW_S = 30.0
+DEFAULT_BATCH_POLL_S = 15.0
+DEFAULT_BATCH_POLL_MAX_S = 300.0
+DEFAULT_BATCH_MAX_REQUESTS = 50_000  # OpenAI's limit per batch
+DEFAULT_BATCH_MAX_BYTES = 200_000_000  # OpenAI's limit per input file ("200 MB")
+# Requests a batch run keeps waiting at once (``concurrency`` in batch mode, unless set): the
+# stage builds twice as many items at a time, each holding its images in memory.
+DEFAULT_BATCH_CONCURRENCY = 2048
+BATCH_BACKENDS = ("openai", "gemini")
 
 # A network backend's answers go back to the operations in batches, this far apart at most
 # (ops.engine.engine says why).
@@ -76,6 +93,29 @@ class EngineConfig(BaseModel):
     vertex: bool = Field(default=False, description="gemini through Vertex AI (ADC credentials)")
     project: str | None = Field(default=None, description="Vertex AI: Google Cloud project id")
     location: str | None = Field(default=None, description="Vertex AI: region, e.g. us-central1")
+    batch: bool = Field(
+        default=False,
+        description="openai, gemini: send requests through the provider's batch API, at half "
+        "the price, answers within 24 h (ops.engine.batch)",
+    )
+    batch_max_requests: int = Field(
+        default=DEFAULT_BATCH_MAX_REQUESTS, ge=1, description="batch mode: requests per batch"
+    )
+    batch_max_bytes: int = Field(
+        default=DEFAULT_BATCH_MAX_BYTES, ge=1, description="batch mode: bytes per batch file"
+    )
+    batch_window_s: float = Field(
+        default=DEFAULT_BATCH_WINDOW_S,
+        gt=0,
+        description="batch mode: a batch goes out this long after its first request, if it "
+        "has not filled up before",
+    )
+    batch_poll_s: float = Field(
+        default=DEFAULT_BATCH_POLL_S, gt=0, description="batch mode: first wait before asking"
+    )
+    batch_poll_max_s: float = Field(
+        default=DEFAULT_BATCH_POLL_MAX_S, gt=0, description="batch mode: longest wait between asks"
+    )
     coalesce_s: float | None = Field(
         default=None,
         ge=0,
@@ -87,6 +127,10 @@ class EngineConfig(BaseModel):
     def _fill_defaults(self) -> EngineConfig:
         if self.vertex and self.backend != "gemini":
             raise ValueError("vertex is an option of the gemini backend (--llm gemini --vertex)")
+        if self.batch:
+            check_batch(self.backend, vertex=self.vertex)
+            if "concurrency" not in self.model_fields_set:
+                object.__setattr__(self, "concurrency", DEFAULT_BATCH_CONCURRENCY)
         if not self.model:
             object.__setattr__(self, "model", _DEFAULT_MODEL[self.backend])
         if self.coalesce_s is None:
@@ -96,7 +140,13 @@ class EngineConfig(BaseModel):
 
     @property
     def price_table(self) -> dict[str, tuple[float, float]]:
-        return {**DEFAULT_PRICES, **self.prices}
+        """USD per million tokens (input, output) as this run is billed: batch mode at
+        ``BATCH_PRICE_FACTOR`` of the list price."""
+        table = {**DEFAULT_PRICES, **self.prices}
+        if not self.batch:
+            return table
+        f = BATCH_PRICE_FACTOR
+        return {model: (i * f, o * f) for model, (i, o) in table.items()}
 
     def key_env_names(self) -> tuple[str, ...]:
         if self.api_key_env:
@@ -133,3 +183,19 @@ class EngineConfig(BaseModel):
             names = " or ".join(self.key_env_names())
             raise ValueError(f"backend {self.backend!r} needs an API key: set {names}.")
         return None
+
+
+def check_batch(backend: str, *, vertex: bool) -> None:
+    """Batch mode's one-line errors for a backend that has no batch API here."""
+    if backend not in BATCH_BACKENDS:
+        raise ValueError(
+            f"--batch sends requests through a provider's batch API: use --llm openai (or an "
+            f"OpenAI-compatible --base-url that serves /v1/files and /v1/batches) or --llm "
+            f"gemini, not {backend}"
+        )
+    if vertex:
+        raise ValueError(
+            "--batch goes through the Gemini API's batch mode (an API key); Vertex AI batch "
+            "prediction reads from Cloud Storage or BigQuery and is not supported: drop --vertex "
+            "or --batch"
+        )

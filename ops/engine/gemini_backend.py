@@ -272,36 +272,8 @@ class GeminiBackend:
         )
 
     def _sdk_client(self) -> Any:
-        """google-genai's client, built on first use inside the running loop, on an aiohttp
-        session of ours that does not read proxies from the environment by itself."""
-        if self._sdk is not None:
-            return self._sdk
-        import aiohttp
-        from google import genai
-        from google.genai import types
-
-        config = self._config
-        base_url = config.base_url or (
-            f"https://{config.location}-aiplatform.googleapis.com" if config.vertex else GEMINI_URL
-        )
-        proxy = env_proxy(base_url)
-        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-        http_options = types.HttpOptions(
-            base_url=config.base_url,
-            timeout=int(config.timeout_s * 1000),  # milliseconds
-            retry_options=types.HttpRetryOptions(attempts=1),
-            aiohttp_client=self._session,
-            async_client_args={"proxy": proxy} if proxy else None,
-        )
-        if config.vertex:
-            self._sdk = genai.Client(
-                vertexai=True,
-                project=config.project,
-                location=config.location,
-                http_options=http_options,
-            )
-        else:
-            self._sdk = genai.Client(api_key=self._api_key, http_options=http_options)
+        if self._sdk is None:  # built on first use, inside the running loop
+            self._sdk, self._session = sdk_client(self._config, self._api_key)
         return self._sdk
 
     async def aclose(self) -> None:
@@ -311,3 +283,37 @@ class GeminiBackend:
             await self._sdk.aio.aclose()
         if self._session is not None:
             await self._session.close()
+
+
+def sdk_client(
+    config: EngineConfig, api_key: str | None, *, timeout_s: float | None = None
+) -> tuple[Any, Any]:
+    """google-genai's client and the aiohttp session under it (close both), built inside the
+    running loop. The session is ours and does not read proxies from the environment by itself:
+    the proxy that applies to the URL is passed explicitly (none for a loopback URL)."""
+    import aiohttp
+    from google import genai
+    from google.genai import types
+
+    base_url = config.base_url or (
+        f"https://{config.location}-aiplatform.googleapis.com" if config.vertex else GEMINI_URL
+    )
+    proxy = env_proxy(base_url)
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+    http_options = types.HttpOptions(
+        base_url=config.base_url,
+        timeout=int((timeout_s or config.timeout_s) * 1000),  # milliseconds
+        retry_options=types.HttpRetryOptions(attempts=1),
+        aiohttp_client=session,
+        async_client_args={"proxy": proxy} if proxy else None,
+    )
+    if config.vertex:
+        client = genai.Client(
+            vertexai=True,
+            project=config.project,
+            location=config.location,
+            http_options=http_options,
+        )
+    else:
+        client = genai.Client(api_key=api_key, http_options=http_options)
+    return client, session

@@ -35,7 +35,7 @@ _FINISH: dict[str | None, FinishReason] = {
 }
 
 
-def _body(model: str, request: LLMRequest) -> dict[str, Any]:
+def request_body(model: str, request: LLMRequest) -> dict[str, Any]:
     p = request.params
     return {
         "model": model,
@@ -83,7 +83,7 @@ class OpenAIBackend:
     async def complete(self, request: LLMRequest) -> LLMResponse:
         if self._sdk is not None:
             return await self._complete_sdk(request)
-        answer = await self._post.post(orjson.dumps(_body(self.model, request)))
+        answer = await self._post.post(orjson.dumps(request_body(self.model, request)))
         if answer.status != 200:
             raise classify_status(
                 answer.status,
@@ -98,7 +98,7 @@ class OpenAIBackend:
         import openai
 
         try:
-            out = await self._sdk.chat.completions.create(**_body(self.model, request))
+            out = await self._sdk.chat.completions.create(**request_body(self.model, request))
         except openai.APIStatusError as exc:
             raise classify_status(
                 exc.status_code,
@@ -134,19 +134,24 @@ def _response(raw: bytes, model: str) -> LLMResponse:
     ``choices``, no message) is a ``TransientError``: a gateway or an overloaded server answered
     for the model, and asking again is what helps."""
     try:
-        data = orjson.loads(raw)
-        choice = data["choices"][0]
-        text = choice["message"].get("content") or ""
-        usage = data.get("usage") or {}
-        return LLMResponse(
-            text=text if isinstance(text, str) else str(text),
-            finish_reason=_FINISH.get(choice.get("finish_reason"), "stop"),
-            model=data.get("model") or model,
-            prompt_tokens=int(usage.get("prompt_tokens") or 0),
-            completion_tokens=int(usage.get("completion_tokens") or 0),
-        )
+        return completion_response(orjson.loads(raw), model)
     except (orjson.JSONDecodeError, LookupError, TypeError, AttributeError, ValueError) as exc:
         raise malformed_reply(raw, exc) from None
+
+
+def completion_response(data: Any, model: str) -> LLMResponse:
+    """The ``LLMResponse`` of a chat completion as JSON (dicts and lists); LookupError,
+    TypeError, AttributeError or ValueError when it is not one."""
+    choice = data["choices"][0]
+    text = choice["message"].get("content") or ""
+    usage = data.get("usage") or {}
+    return LLMResponse(
+        text=text if isinstance(text, str) else str(text),
+        finish_reason=_FINISH.get(choice.get("finish_reason"), "stop"),
+        model=data.get("model") or model,
+        prompt_tokens=int(usage.get("prompt_tokens") or 0),
+        completion_tokens=int(usage.get("completion_tokens") or 0),
+    )
 
 
 def malformed_reply(raw: bytes, exc: Exception) -> TransientError:

@@ -1,4 +1,4 @@
-"""Token, cost and reliability accounting, per operation and per model.
+"""Token, cost and reliability accounting, per operation and per model; batches in batch mode.
 
 Plain dataclasses: the progress bar reads them live, the manifest summary stores ``as_dict()``.
 """
@@ -28,6 +28,27 @@ class Usage:
 
 
 @dataclass
+class BatchStats:
+    """Batch mode (``ops.engine.batch``): the batches of this process, and its requests waiting.
+
+    A batch is *submitted* by this run or *resumed* (submitted by an earlier run that was
+    stopped, and picked up), then *done* (its answers are back) or *ended early* (expired,
+    cancelled or refused: its unfinished requests go out again in a later batch).
+    """
+
+    submitted: int = 0
+    resumed: int = 0
+    done: int = 0
+    ended_early: int = 0
+    in_progress: int = 0  # submitted or resumed, not back yet
+    collecting: int = 0  # requests gathered for the next batch
+    waiting: int = 0  # requests waiting for an answer: collected or in a batch out there
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass
 class EngineStats:
     """Usage of each (operation, model) pair; totals by operation and by model are summed
     when read (by the summary at each commit and the progress bar), not kept apart: the engine
@@ -36,6 +57,8 @@ class EngineStats:
     by_pair: dict[tuple[str, str], Usage] = field(default_factory=dict)
     # Models that answered but have no entry in the price table: their cost is counted as 0.
     unpriced: set[str] = field(default_factory=set)
+    # Batch mode only: the batch backend's counters (ops.backends.open_engine links them).
+    batch: BatchStats | None = None
 
     def usage(self, operation: str, model: str) -> Usage:
         """The counters of ``operation`` answered by ``model``."""
@@ -72,4 +95,5 @@ class EngineStats:
             "by_operation": {k: asdict(v) for k, v in sorted(self.by_operation.items())},
             "by_model": {k: asdict(v) for k, v in sorted(self.by_model.items())},
             "unpriced_models": sorted(self.unpriced),
+            **({"batches": self.batch.as_dict()} if self.batch is not None else {}),
         }

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ops.engine.config import DEFAULT_BATCH_CONCURRENCY
 from synth.errors import reported
 from synth.stages.config import RunConfig
 
@@ -82,7 +83,35 @@ def _command(stage: str) -> Any:
         location: Annotated[str | None, typer.Option(help="Vertex AI region")] = None,
         concurrency: Annotated[
             int | None,
-            typer.Option(help="LLM requests in flight", show_default=_default("concurrency")),
+            typer.Option(
+                help="LLM requests in flight (with --batch: requests waiting in batches, "
+                f"default {DEFAULT_BATCH_CONCURRENCY})",
+                show_default=_default("concurrency"),
+            ),
+        ] = None,
+        batch: Annotated[
+            bool | None,
+            typer.Option(
+                "--batch/--no-batch",
+                help="openai, gemini: the provider's batch API, half the price, answers within "
+                "24 h (README: Bring your data and a model)",
+                show_default=_default("batch"),
+            ),
+        ] = None,
+        batch_window_s: Annotated[
+            float | None,
+            typer.Option(
+                help="--batch: a batch goes out this many seconds after its first request",
+                show_default=_default("batch_window_s"),
+            ),
+        ] = None,
+        batch_poll_s: Annotated[
+            float | None,
+            typer.Option(
+                help="--batch: first wait before asking after a batch (then 1.5x per ask, up to "
+                "batch_poll_max_s)",
+                show_default=_default("batch_poll_s"),
+            ),
         ] = None,
         rpm: Annotated[
             float | None, typer.Option(help="requests per minute limit; none: no limit")

@@ -15,6 +15,15 @@ from urllib.parse import urlsplit, urlunsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ops.engine.config import (
+    DEFAULT_BATCH_CONCURRENCY,
+    DEFAULT_BATCH_MAX_BYTES,
+    DEFAULT_BATCH_MAX_REQUESTS,
+    DEFAULT_BATCH_POLL_MAX_S,
+    DEFAULT_BATCH_POLL_S,
+    DEFAULT_BATCH_WINDOW_S,
+    check_batch,
+)
 from taxonomy import TASKS
 
 StageName = Literal["a", "b", "c"]
@@ -51,6 +60,14 @@ _RUNTIME_FIELDS = frozenset(
         "vertex",
         "project",
         "location",
+        # Batch mode asks the same requests (same cache keys) as online, only later and cheaper:
+        # a run may switch between the two on resume.
+        "batch",
+        "batch_max_requests",
+        "batch_max_bytes",
+        "batch_window_s",
+        "batch_poll_s",
+        "batch_poll_max_s",
     }
 )
 
@@ -80,7 +97,28 @@ class RunConfig(BaseModel):
     vertex: bool = Field(default=False, description="gemini through Vertex AI (ADC credentials)")
     project: str | None = Field(default=None, description="Vertex AI project id")
     location: str | None = Field(default=None, description="Vertex AI region")
-    concurrency: int = Field(default=64, ge=1, description="LLM requests in flight")
+    concurrency: int = Field(
+        default=64,
+        ge=1,
+        description="LLM requests in flight; with batch: requests waiting in batches (default "
+        f"{DEFAULT_BATCH_CONCURRENCY})",
+    )
+    batch: bool = Field(
+        default=False,
+        description="openai, gemini: send requests through the provider's batch API (half the "
+        "price, answers within 24 h)",
+    )
+    batch_max_requests: int = Field(default=DEFAULT_BATCH_MAX_REQUESTS, ge=1)
+    batch_max_bytes: int = Field(default=DEFAULT_BATCH_MAX_BYTES, ge=1)
+    batch_window_s: float = Field(
+        default=DEFAULT_BATCH_WINDOW_S,
+        gt=0,
+        description="a batch goes out this long after its first request, unless full before",
+    )
+    batch_poll_s: float = Field(
+        default=DEFAULT_BATCH_POLL_S, gt=0, description="first wait before asking after a batch"
+    )
+    batch_poll_max_s: float = Field(default=DEFAULT_BATCH_POLL_MAX_S, gt=0)
     rpm: float | None = Field(default=None, gt=0)
     tpm: float | None = Field(default=None, gt=0)
     seed: int = 0
@@ -133,6 +171,10 @@ class RunConfig(BaseModel):
         lo, hi = self.distractors
         if not 1 <= lo <= hi:
             raise ValueError(f"distractors {lo}-{hi}: need 1 <= min <= max")
+        if self.batch:
+            check_batch(self.llm, vertex=self.vertex)
+            if "concurrency" not in self.model_fields_set:
+                object.__setattr__(self, "concurrency", DEFAULT_BATCH_CONCURRENCY)
         return self
 
     @property

@@ -1,5 +1,6 @@
 """What a run shows while it runs (a progress bar on stderr) and what it says at the end (a
-summary table, and the same numbers as a dict for the manifest)."""
+summary table, and the same numbers as a dict for the manifest). In batch mode both show the
+batches (submitted, resumed from an earlier run, in progress, back) and the requests waiting."""
 
 from __future__ import annotations
 
@@ -58,10 +59,13 @@ class RunCounters:
         }
         for op, earlier in self.earlier_by_op.items():
             by_op.setdefault(op, earlier)
-        return {
+        usage: dict[str, Any] = {
             "llm": add_usage(self.earlier_llm, usage_dict(stats.total)),
             "llm_by_operation": dict(sorted(by_op.items())),
         }
+        if stats.batch is not None:  # this process's batches, as they stand at the commit
+            usage["batches"] = stats.batch.as_dict()
+        return usage
 
     def summary(self, manifest: Any, stats: Any, cursor: int) -> dict[str, Any]:
         """The summary for the manifest: committed counts come from the manifest itself."""
@@ -81,6 +85,15 @@ class RunCounters:
                 "samples_per_s": round(self.samples / elapsed, 2) if elapsed > 0 else 0.0,
             },
         }
+
+
+def batch_line(batch: Any) -> str:
+    """Batch mode's progress: batches out and back, requests waiting."""
+    sent = batch.submitted + batch.resumed
+    return (
+        f"batches {sent} sent, {batch.in_progress} out, {batch.done + batch.ended_early} back; "
+        f"{batch.waiting:,} requests waiting"
+    )
 
 
 class ProgressView:
@@ -105,13 +118,14 @@ class ProgressView:
                 "${task.fields[cost]:.4f}"
             ),
             TextColumn("rejects {task.fields[rejects]}"),
+            TextColumn("{task.fields[batches]}"),
             TimeElapsedColumn(),
             console=self.console,
             disable=not enabled,
             transient=False,
         )
         self._task: TaskID = self._progress.add_task(
-            label, total=total, rate=0.0, calls=0, tokens=0, cost=0.0, rejects=0
+            label, total=total, rate=0.0, calls=0, tokens=0, cost=0.0, rejects=0, batches=""
         )
 
     def __enter__(self) -> ProgressView:
@@ -139,6 +153,7 @@ class ProgressView:
             tokens=total.prompt_tokens + total.completion_tokens + total.thinking_tokens,
             cost=total.cost_usd,
             rejects=sum(counters.rejects.values()),
+            batches=batch_line(stats.batch) if stats.batch is not None else "",
         )
 
 
@@ -161,6 +176,16 @@ def summary_table(summary: dict[str, Any]) -> Table:
     if llm.get("thinking_tokens"):
         table.add_row("thinking tokens (billed as out)", f"{llm['thinking_tokens']:,}")
     table.add_row("cost (USD)", f"{llm['cost_usd']:.4f}")
+    batches = summary.get("batches")
+    if batches is not None:
+        back = batches["done"] + batches["ended_early"]
+        table.add_row(
+            "batches submitted / resumed", f"{batches['submitted']} / {batches['resumed']}"
+        )
+        table.add_row("batches in progress / back", f"{batches['in_progress']} / {back}")
+        if batches["ended_early"]:
+            table.add_row("batches expired or refused", str(batches["ended_early"]))
+        table.add_row("requests waiting in batches", f"{batches['waiting']:,}")
     run = summary["this_run"]
     table.add_row(
         "this run",

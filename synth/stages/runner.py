@@ -65,6 +65,12 @@ async def open_engine(cfg: RunConfig) -> AsyncIterator[Any]:
         vertex=cfg.vertex,
         project=cfg.project,
         location=cfg.location,
+        batch=cfg.batch,
+        batch_max_requests=cfg.batch_max_requests,
+        batch_max_bytes=cfg.batch_max_bytes,
+        batch_window_s=cfg.batch_window_s,
+        batch_poll_s=cfg.batch_poll_s,
+        batch_poll_max_s=cfg.batch_poll_max_s,
     )
     engine = open_engine(engine_cfg)
     try:

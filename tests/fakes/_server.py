@@ -34,9 +34,10 @@ from aiohttp import web
 # "badjson", "nochoices", "notutf8": a 200 whose body is not the answer (cut-off JSON, JSON
 # without the answer, bytes that are not UTF-8), as proxies and overloaded gateways send.
 # "leak400", "leak500": an error whose message quotes the API key the request carried.
+# "400": a request the model refuses (too long a context), as in a batch's error file.
 Fault = Literal[
     "ok", "429", "500", "timeout", "length",
-    "badjson", "nochoices", "notutf8", "leak400", "leak500",
+    "badjson", "nochoices", "notutf8", "leak400", "leak500", "400",
 ]  # fmt: skip
 MALFORMED: tuple[Fault, ...] = ("badjson", "nochoices", "notutf8")
 

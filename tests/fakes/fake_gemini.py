@@ -37,10 +37,13 @@ from tests.fakes._server import (
     MALFORMED,
     FakeRequest,
     FakeServer,
+    Fault,
     FaultPlan,
+    LoggedRequest,
     count_tokens,
     echo_answer,
 )
+from tests.fakes.batches import BatchBook, FakeBatch
 
 _STATUS = {
     400: "INVALID_ARGUMENT",
@@ -73,11 +76,22 @@ class FakeGemini(FakeServer):
     known_models: frozenset[str] | None = None
     forbidden_models: frozenset[str] = frozenset()
 
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.book = BatchBook()
+        self._uploads: dict[str, str] = {}  # upload id -> display name
+
     def _routes(self, app: web.Application) -> None:
         app.router.add_post("/{version}/models/{model}:generateContent", self._generate)
         vertex = "/{version}/projects/{project}/locations/{location}/publishers/google/models"
         app.router.add_post(vertex + "/{model}:generateContent", self._generate)
         app.router.add_post("/token", self._token)
+        # Batch mode: the Files API (resumable upload, download) and batches.
+        app.router.add_post("/upload/{version}/files", self._upload)
+        app.router.add_get("/{version}/files/{file}:download", self._download)
+        app.router.add_post("/{version}/models/{model}:batchGenerateContent", self._create_batch)
+        app.router.add_get("/{version}/batches", self._list_batches)
+        app.router.add_get("/{version}/batches/{batch}", self._get_batch)
 
     async def _token(self, request: web.Request) -> web.Response:
         form = await request.post()
@@ -103,28 +117,155 @@ class FakeGemini(FakeServer):
         if refused is not None:
             return refused
         model = request.match_info["model"]
-        if self.known_models is not None and model not in self.known_models:
-            return self._error(404, f"models/{model} is not found for API version v1beta.")
-        if model in self.forbidden_models:
-            return self._error(403, f"Permission denied on resource models/{model}.")
+        unknown = self._unknown(model)
+        if unknown is not None:
+            return self._error(*unknown)
         body = orjson.loads(await request.read())
         fault = self.next_fault(orjson.dumps(body, option=orjson.OPT_SORT_KEYS))
         self.record(request, body, fault)
         await self.delay(fault)
-        if fault == "429":
-            return self._error(429, "Resource has been exhausted (e.g. check quota).", retry=True)
-        if fault == "500":
-            return self._error(500, "An internal error has occurred.")
-        if fault in ("leak400", "leak500"):
-            key = request.headers.get("x-goog-api-key", "")
-            return self._error(400 if fault == "leak400" else 500, f"Bad key {key} for this.")
         if fault in MALFORMED:
             return web.Response(body=MALFORMED_BODIES[fault], content_type="application/json")
+        status, payload, headers = self._content(
+            model, body, fault, request.headers.get("x-goog-api-key", "")
+        )
+        return web.Response(
+            status=status,
+            body=orjson.dumps(payload),
+            content_type="application/json",
+            headers=headers,
+        )
+
+    # Batch mode --------------------------------------------------------------------------
+    async def _upload(self, request: web.Request) -> web.Response:
+        """The resumable upload protocol: ``start`` (metadata) answers the upload URL, then
+        ``upload, finalize`` sends the bytes and answers the file."""
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
+        command = request.headers.get("X-Goog-Upload-Command", "")
+        if command == "start":
+            meta = orjson.loads(await request.read() or b"{}").get("file") or {}
+            upload_id = self.book.new_id("upload-")
+            self._uploads[upload_id] = meta.get("displayName") or meta.get("display_name") or ""
+            url = f"{self.url}{request.path}?upload_id={upload_id}"
+            return web.json_response(
+                {}, headers={"X-Goog-Upload-URL": url, "X-Goog-Upload-Status": "active"}
+            )
+        assert "finalize" in command, command
+        data = await request.read()
+        file_id = self.book.add_file(data, prefix="in-")
+        display = self._uploads.pop(request.query["upload_id"], "")
+        return web.json_response(
+            {"file": _file_object(file_id, display, len(data), self.url)},
+            headers={"X-Goog-Upload-Status": "final"},
+        )
+
+    async def _download(self, request: web.Request) -> web.Response:
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
+        data = self.book.files.get(request.match_info["file"].removeprefix("files/"))
+        if data is None:
+            return self._error(404, "File not found.")
+        return web.Response(body=data, content_type="application/octet-stream")
+
+    async def _create_batch(self, request: web.Request) -> web.Response:
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
+        model = request.match_info["model"]
+        unknown = self._unknown(model)
+        if unknown is not None:
+            return self._error(*unknown)
+        batch = orjson.loads(await request.read())["batch"]
+        file_name = batch["inputConfig"]["fileName"]
+        data = self.book.files.get(file_name.removeprefix("files/"))
+        if data is None:
+            return self._error(400, f"{file_name} does not exist.")
+        lines = [orjson.loads(raw) for raw in data.splitlines() if raw.strip()]
+        created = self.book.create(
+            batch.get("displayName", ""), model, file_name, lines,
+            [line["key"] for line in lines], "", request.headers.get("x-goog-api-key", ""),
+        )  # fmt: skip
+        return web.json_response(_operation(created))
+
+    async def _get_batch(self, request: web.Request) -> web.Response:
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
+        batch = self.book.batches.get(request.match_info["batch"])
+        if batch is None:
+            return self._error(404, "Batch not found.")
+        ending = self.book.ending(batch)
+        if ending is not None:
+            self._end(batch, ending)
+        return web.json_response(_operation(batch))
+
+    async def _list_batches(self, request: web.Request) -> web.Response:
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
+        size = int(request.query.get("pageSize", "50"))
+        start = int(request.query.get("pageToken") or 0)
+        batches = self.book.newest_first()
+        page = batches[start : start + size]
+        payload: dict[str, Any] = {"operations": [_operation(b) for b in page]}
+        if start + size < len(batches):
+            payload["nextPageToken"] = str(start + size)
+        return web.json_response(payload)
+
+    def _end(self, batch: FakeBatch, state: str) -> None:
+        """Run the batch's requests as the plan says and write the responses file. An expired
+        batch, as Google documents, returns nothing."""
+        ran = self.book.ran(batch) if state == "completed" else 0
+        rows = []
+        for line in batch.lines[:ran]:
+            body = line["request"]
+            fault = self.next_fault(orjson.dumps(body, option=orjson.OPT_SORT_KEYS))
+            if fault == "timeout" or fault in MALFORMED:
+                fault = "500"  # a line the service could not serve
+            if self.log_requests:
+                self.log.append(
+                    LoggedRequest(time.monotonic(), f"/batch/{batch.id}", body, {}, fault)
+                )
+            status, payload, _ = self._content(batch.model, body, fault, batch.auth)
+            rows.append(
+                {"key": line["key"], **({"response": payload} if status == 200 else payload)}
+            )
+        if rows:
+            batch.output_file = self.book.add_file(
+                b"".join(orjson.dumps(r) + b"\n" for r in rows), prefix="out-"
+            )
+        batch.ran = ran
+        batch.state = state  # type: ignore[assignment]
+
+    def _unknown(self, model: str) -> tuple[int, str] | None:
+        if self.known_models is not None and model not in self.known_models:
+            return 404, f"models/{model} is not found for API version v1beta."
+        if model in self.forbidden_models:
+            return 403, f"Permission denied on resource models/{model}."
+        return None
+
+    def _content(
+        self, model: str, body: dict[str, Any], fault: Fault, key: str
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """Status, JSON body and headers of the answer to one generateContent request."""
+        if fault == "429":
+            return self._error_parts(
+                429, "Resource has been exhausted (e.g. check quota).", retry=True
+            )
+        if fault == "500":
+            return self._error_parts(500, "An internal error has occurred.")
+        if fault == "400":
+            return self._error_parts(400, "The input token count exceeds the maximum allowed.")
+        if fault in ("leak400", "leak500"):
+            return self._error_parts(400 if fault == "leak400" else 500, f"Bad key {key} for this.")
         messages = _messages(body)
         config = _field(body, "generationConfig") or {}
         thinking = self._thinking(model, config, messages)
-        if isinstance(thinking, web.Response):
-            return thinking
+        if isinstance(thinking, tuple):
+            return self._error_parts(*thinking)
         text = self.answer(FakeRequest(tuple(messages), body))
         finish = "STOP"
         room = int(_field(config, "maxOutputTokens") or 8192) - thinking
@@ -132,7 +273,14 @@ class FakeGemini(FakeServer):
             text, finish = text[: max(1, len(text) // 2)], "MAX_TOKENS"
         elif count_tokens(text) > room:  # the thinking left too little room for the answer
             text, finish = text[: max(0, room) * 4], "MAX_TOKENS"
-        payload: dict[str, object] = {
+        prompt_tokens = sum(count_tokens(c) for _, c in messages)
+        usage = {
+            "promptTokenCount": prompt_tokens,
+            "candidatesTokenCount": count_tokens(text),
+            "totalTokenCount": prompt_tokens + count_tokens(text) + thinking,
+            **({"thoughtsTokenCount": thinking} if thinking else {}),
+        }
+        payload: dict[str, Any] = {
             "candidates": [
                 {
                     "content": {"role": "model", "parts": [{"text": text}] if text else []},
@@ -140,25 +288,16 @@ class FakeGemini(FakeServer):
                     "index": 0,
                 }
             ],
-            "usageMetadata": {
-                "promptTokenCount": sum(count_tokens(c) for _, c in messages),
-                "candidatesTokenCount": count_tokens(text),
-                "totalTokenCount": 0,  # filled below
-                **({"thoughtsTokenCount": thinking} if thinking else {}),
-            },
+            "usageMetadata": usage,
             "modelVersion": model,
         }
-        usage = payload["usageMetadata"]
-        assert isinstance(usage, dict)
-        usage["totalTokenCount"] = (
-            usage["promptTokenCount"] + usage["candidatesTokenCount"] + thinking
-        )
-        return web.Response(body=orjson.dumps(payload), content_type="application/json")
+        return 200, payload, {}
 
     def _thinking(
         self, model: str, config: dict[str, Any], messages: list[tuple[str, str]]
-    ) -> int | web.Response:
-        """Tokens the model thinks before answering, or the error for a budget it refuses."""
+    ) -> int | tuple[int, str]:
+        """Tokens the model thinks before answering, or the error (status, message) for a
+        budget it refuses."""
         family = thinking_family(model)
         if family is None:
             return 0
@@ -172,17 +311,17 @@ class FakeGemini(FakeServer):
         if budget == 0:
             if can_disable:
                 return 0
-            return self._error(400, "Budget 0 is invalid. This model only works in thinking mode.")
+            return 400, "Budget 0 is invalid. This model only works in thinking mode."
         if not low <= budget <= high:
-            return self._error(
-                400, f"The thinking budget {budget} is invalid. Please choose a value between "
+            return 400, (
+                f"The thinking budget {budget} is invalid. Please choose a value between "
                 f"{low} and {high}."
-            )  # fmt: skip
+            )
         return budget
 
-    def _error(
+    def _error_parts(
         self, code: int, message: str, *, retry: bool = False, key_invalid: bool = False
-    ) -> web.Response:
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
         error: dict[str, object] = {"code": code, "message": message, "status": _STATUS[code]}
         headers: dict[str, str] = {}
         if key_invalid:
@@ -202,12 +341,69 @@ class FakeGemini(FakeServer):
                 }
             ]
             headers = self.retry_headers()
+        return code, {"error": error}, headers
+
+    def _error(
+        self, code: int, message: str, *, retry: bool = False, key_invalid: bool = False
+    ) -> web.Response:
+        status, payload, headers = self._error_parts(
+            code, message, retry=retry, key_invalid=key_invalid
+        )
         return web.Response(
-            status=code,
-            body=orjson.dumps({"error": error}),
+            status=status,
+            body=orjson.dumps(payload),
             content_type="application/json",
             headers=headers,
         )
+
+
+_BATCH_STATE = {
+    "running": "BATCH_STATE_RUNNING",
+    "completed": "BATCH_STATE_SUCCEEDED",
+    "expired": "BATCH_STATE_EXPIRED",
+    "failed": "BATCH_STATE_FAILED",
+}
+
+
+def _timestamp(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def _operation(batch: FakeBatch) -> dict[str, Any]:
+    """A batch as the Gemini API shows it: a long-running operation whose metadata is the
+    GenerateContentBatch."""
+    name = f"batches/{batch.id}"
+    meta: dict[str, Any] = {
+        "@type": "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatch",
+        "name": name,
+        "model": f"models/{batch.model}",
+        "displayName": batch.label,
+        "inputConfig": {"fileName": batch.input_file},
+        "createTime": _timestamp(batch.created),
+        "updateTime": _timestamp(time.time()),
+        "state": _BATCH_STATE[batch.state],
+        "batchStats": {"requestCount": str(len(batch.lines))},
+    }
+    operation: dict[str, Any] = {"name": name, "metadata": meta, "done": batch.state != "running"}
+    if batch.output_file is not None:
+        output = {"responsesFile": f"files/{batch.output_file}"}
+        meta["output"] = output
+        operation["response"] = {"@type": meta["@type"].replace("Batch", "BatchOutput"), **output}
+    if batch.state == "failed":
+        operation["error"] = {"code": 3, "message": "The batch input file is not valid."}
+    return operation
+
+
+def _file_object(file_id: str, display: str, size: int, url: str) -> dict[str, Any]:
+    return {
+        "name": f"files/{file_id}",
+        "displayName": display,
+        "mimeType": "jsonl",
+        "sizeBytes": str(size),
+        "createTime": _timestamp(time.time()),
+        "state": "ACTIVE",
+        "uri": f"{url}/v1beta/files/{file_id}",
+    }
 
 
 def _field(obj: Any, camel: str) -> Any:

@@ -73,7 +73,7 @@ def attend(
     q_LHD: torch.Tensor, k_LGD: torch.Tensor, v_LGD: torch.Tensor, mask: AttentionMask
 ) -> torch.Tensor:
     """Masked softmax attention (scale 1/sqrt(Dh)); returns [L, H, Dh]."""
-    if mask.seq_len == 0:
+    if q_LHD.shape[0] == 0:
         return q_LHD.new_empty(q_LHD.shape)
     q, k, v = (t.transpose(0, 1).unsqueeze(0) for t in (q_LHD, k_LGD, v_LGD))
     gqa = q.shape[1] != k.shape[1]

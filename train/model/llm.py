@@ -1,11 +1,13 @@
 """Qwen2-style Mixture-of-Transformers decoder (BAGEL's MoT LLM), architecture only.
 
-Every layer holds two experts, ``experts[0]`` = understanding (text, markers, ViT tokens,
-padding) and ``experts[1]`` = generation (VAE latent tokens). An expert owns its input norm,
-q/k/v/o projections (bias on q/k/v), per-head q/k RMSNorms, post-attention norm and SwiGLU MLP;
-one attention over the whole packed sequence is shared. Tokens are hard-routed by
-``expert_ids_L`` through ``ExpertRouting.apply`` -- the only place that knows about experts
-(STYLE practice 11): gather each expert's tokens, run the expert, put the results back.
+Every layer holds two experts, ``experts[0]`` = understanding (text, markers, ViT tokens) and
+``experts[1]`` = generation (VAE latent tokens). An expert owns its input norm, q/k/v/o
+projections (bias on q/k/v), per-head q/k RMSNorms, post-attention norm and SwiGLU MLP; one
+attention over all the tokens is shared. Tokens are hard-routed through ``ExpertRouting.apply``
+-- the only place that knows about experts (STYLE practice 11): the decoder splits the rows
+into one part per expert, each layer runs each expert on its part, and the parts are joined
+at the end. In training the rows arrive sorted by expert (``train.model.layout``), so the parts
+are views; rows in any other order are gathered per expert and put back.
 
 At inference (``train/infer``) the same layers run new tokens against a KV cache: each layer
 hands its new rotated keys and values to a ``LayerKV`` and attends over what it returns (the
@@ -18,9 +20,9 @@ heads, Dh head width, E experts, V vocabulary.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 import torch
 import torch.nn.functional as F
@@ -64,46 +66,65 @@ class SwiGLU(nn.Module):
 
 @dataclass
 class ExpertRouting:
-    """Per-batch hard routing: the token positions of each expert, and the inverse order."""
+    """Which rows of one forward each expert takes.
 
-    index_E: list[torch.Tensor]
-    restore_L: torch.Tensor  # position of each token in the concatenation of expert outputs
+    Contiguous (training's layout, ``train.model.layout``): the rows come sorted by expert,
+    expert ``e`` owning the ``sizes_E[e]`` rows after those of the experts before it; ``split``
+    returns views of the runs and ``join`` concatenates. Gathered (rows in any other order, e.g.
+    an inference chunk with an image block between its markers): ``split`` gathers each expert's
+    rows (``index_E``) and ``join`` puts them back in row order (``restore_L``).
+
+    Between ``split`` and ``join`` the decoder keeps one tensor per expert, so the residual
+    stream, norms, projections and MLPs never move rows; only the attention, which mixes all
+    rows, needs q/k/v joined. Every expert runs, on an empty part if it has no tokens, so every
+    parameter is in the graph of every step (FSDP needs the same parameters used on all ranks)."""
+
+    sizes_E: tuple[int, ...]
+    index_E: list[torch.Tensor] | None = None
+    restore_L: torch.Tensor | None = None  # row of each token in the concatenated parts
+
+    @classmethod
+    def contiguous(cls, sizes_E: Sequence[int]) -> ExpertRouting:
+        if len(sizes_E) != NUM_EXPERTS or min(sizes_E) < 0:
+            raise ValueError(f"sizes_E must hold {NUM_EXPERTS} token counts, got {sizes_E}")
+        return cls(tuple(int(n) for n in sizes_E))
 
     @classmethod
     def from_expert_ids(cls, expert_ids_L: torch.Tensor) -> ExpertRouting:
-        if expert_ids_L.numel() and int(expert_ids_L.max()) >= NUM_EXPERTS:
-            raise ValueError(f"expert_ids_L holds ids >= {NUM_EXPERTS}: {expert_ids_L.unique()}")
+        """The routing of rows in sequence order; contiguous when they are already sorted."""
+        check_expert_ids(expert_ids_L)
+        sizes_E = torch.bincount(expert_ids_L, minlength=NUM_EXPERTS).tolist()
+        if bool((expert_ids_L[1:] >= expert_ids_L[:-1]).all()):
+            return cls.contiguous(sizes_E)
         index_E = [torch.nonzero(expert_ids_L == e).squeeze(1) for e in range(NUM_EXPERTS)]
         order = torch.cat(index_E)
         restore_L = torch.empty_like(order)
         restore_L[order] = torch.arange(order.numel(), device=order.device)
-        return cls(index_E, restore_L)
+        return cls(tuple(sizes_E), index_E, restore_L)
 
-    def apply(
-        self,
-        experts: Iterable[nn.Module],
-        fn: Callable[..., torch.Tensor],
-        *inputs_L: torch.Tensor,
-    ) -> torch.Tensor:
-        """``fn(expert, *inputs)`` on each expert's tokens; the output back in sequence order."""
-        (out,) = self.apply_multi(experts, lambda e, *xs: (fn(e, *xs),), *inputs_L)
-        return out
+    def split(self, x_L: torch.Tensor, rows_E: Sequence[int] | None = None) -> list[torch.Tensor]:
+        """Each expert's rows of ``x_L``. ``rows_E``: the run lengths, default ``sizes_E``; a
+        compiled block passes its parts' row counts, which Dynamo treats as token dimensions
+        (symbolic) rather than as constants to guard on."""
+        if self.index_E is None:
+            return list(x_L.split(list(self.sizes_E if rows_E is None else rows_E)))
+        return [x_L[idx] for idx in self.index_E]
 
-    def apply_multi(
-        self,
-        experts: Iterable[nn.Module],
-        fn: Callable[..., tuple[torch.Tensor, ...]],
-        *inputs_L: torch.Tensor,
-    ) -> tuple[torch.Tensor, ...]:
-        """As ``apply`` for an ``fn`` returning several tensors.
+    def join(self, parts_E: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The inverse of ``split``: all rows, in row order."""
+        joined = torch.cat(list(parts_E))
+        return joined if self.restore_L is None else joined[self.restore_L]
 
-        Every expert runs, on an empty slice if it has no tokens, so every parameter is in the
-        graph of every step (FSDP needs the same parameters used on all ranks)."""
-        outs = [
-            fn(expert, *(x[idx] for x in inputs_L))
-            for expert, idx in zip(experts, self.index_E, strict=True)
-        ]
-        return tuple(torch.cat(parts)[self.restore_L] for parts in zip(*outs, strict=True))
+
+def check_expert_ids(expert_ids_L: torch.Tensor) -> None:
+    if not expert_ids_L.numel():
+        return
+    lo, hi = torch.stack(torch.aminmax(expert_ids_L)).tolist()
+    if lo < 0 or hi >= NUM_EXPERTS:
+        raise ValueError(
+            f"expert_ids_L must hold ids in [0, {NUM_EXPERTS}), "
+            f"got {expert_ids_L.unique().tolist()}"
+        )
 
 
 class LayerKV(Protocol):
@@ -147,26 +168,31 @@ class Expert(nn.Module):
 
 
 class DecoderLayer(nn.Module):
+    """One MoT layer on the rows of each expert (``x_E``, from ``ExpertRouting.split``)."""
+
     def __init__(self, cfg: LLMConfig) -> None:
         super().__init__()
         self.experts = nn.ModuleList([Expert(cfg) for _ in range(NUM_EXPERTS)])
 
     def forward(
         self,
-        x_LD: torch.Tensor,
+        x_E: list[torch.Tensor],
         routing: ExpertRouting,
         rope: tuple[torch.Tensor, torch.Tensor],
         mask: AttentionMask,
         kv: LayerKV | None = None,
-    ) -> torch.Tensor:
-        q_LHD, k_KGD, v_KGD = routing.apply_multi(self.experts, Expert.qkv, x_LD)
+    ) -> list[torch.Tensor]:
+        experts = cast(list[Expert], list(self.experts))
+        qkv_E = [expert.qkv(x_TD) for expert, x_TD in zip(experts, x_E, strict=True)]
+        q_LHD, k_KGD, v_KGD = (routing.join([qkv[i] for qkv in qkv_E]) for i in range(3))
         cos, sin = rope
         q_LHD, k_KGD = apply_rope(q_LHD, cos, sin), apply_rope(k_KGD, cos, sin)
         if kv is not None:
             k_KGD, v_KGD = kv.extend(k_KGD, v_KGD)
         attn_LHD = attend(q_LHD, k_KGD, v_KGD, mask)
-        x_LD = x_LD + routing.apply(self.experts, Expert.out, attn_LHD.flatten(1))
-        return x_LD + routing.apply(self.experts, Expert.ffn, x_LD)
+        attn_E = routing.split(attn_LHD.flatten(1), [x_TD.shape[0] for x_TD in x_E])
+        x_E = [x + e.out(a) for e, x, a in zip(experts, x_E, attn_E, strict=True)]
+        return [x + e.ffn(x) for e, x in zip(experts, x_E, strict=True)]
 
 
 class MoTDecoder(nn.Module):
@@ -203,6 +229,7 @@ class MoTDecoder(nn.Module):
         """Final hidden states [L, D] (after each expert's final norm); ``kv``: one cache view
         per layer, at inference."""
         rope = rope_cos_sin(self.inv_freq, position_ids_L, x_LD.dtype)
+        x_E = routing.split(x_LD)
         for i, layer in enumerate(self.layers):
-            x_LD = layer(x_LD, routing, rope, mask, None if kv is None else kv[i])
-        return routing.apply(self.norms, lambda norm, x: norm(x), x_LD)
+            x_E = layer(x_E, routing, rope, mask, None if kv is None else kv[i])
+        return routing.join([norm(x) for norm, x in zip(self.norms, x_E, strict=True)])

@@ -12,7 +12,9 @@ losses only. Parallelism, activation checkpointing and compile are applied from 
           VAE latent (frozen, no grad; sampled in train mode, the mean in eval), 2x2-patchified in
           (p, p, c) order, ``t = shift(sigmoid(timestep_logit))`` per image (0 for clean images),
           ``x_t = (1 - t) x0 + t * noise`` with ``noise = torch.randn_like(x0)`` (the caller's RNG).
-3. Run the MoT decoder (tokens hard-routed by ``expert_ids_L``).
+3. Run the MoT decoder on the real tokens grouped by expert (``train.model.layout``: padding
+   never enters it; each expert works on a contiguous run of rows), then put the hidden states
+   back in sequence order.
 4. Losses (``LossTerms``, sums and counts): CE of ``lm_head`` at ``ce_index_C`` against
    ``ce_labels_C``; MSE of ``llm2vae`` at the latent tokens with t > 0 against the velocity
    ``noise - x0``, averaged over the latent channels per token. ``token_losses`` returns the
@@ -39,6 +41,7 @@ from train.mask import generalized_causal_mask_mod
 from train.model.attention import AttentionMask, same_segment_mask_mod
 from train.model.config import ModelConfig
 from train.model.embeddings import SinCos2D, TimestepEmbedder
+from train.model.layout import ExpertLayout
 from train.model.llm import ExpertRouting, MoTDecoder, RMSNorm
 from train.model.losses import LossTerms
 from train.model.vae import AutoEncoder
@@ -153,34 +156,50 @@ class ChatUMM(nn.Module):
         attention: Literal["sdpa", "flex"] = "sdpa",
         noise_MC: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, Latents]:
-        """Final hidden states [L, D] of the packed sequence, and the latents it was built from
-        (``noise_MC``: the noise of every latent token; default a draw from the caller's RNG)."""
+        """Final hidden states [L, D] of the packed sequence (zero at padding, which the decoder
+        never runs), and the latents it was built from (``noise_MC``: the noise of every latent
+        token; default a draw from the caller's RNG). The decoder runs the real tokens grouped
+        by expert (``train.model.layout``); the result is back in sequence order."""
         _check_batch(batch, self.config)
         device = batch.position_ids_L.device
+        layout = ExpertLayout.of(batch)
+        order_R = layout.order_R
+        read = torch.cat([batch.vit_index_P, batch.vae_index_M, batch.ce_index_C])
+        if read.numel() and bool((layout.rows_of(read) < 0).any()):
+            raise ValueError(
+                "PackedBatch: vit_index_P, vae_index_M or ce_index_C points at padding "
+                "(document_ids_L -1), which the decoder does not run; only text may pad"
+            )
         seq_mask = AttentionMask.build(
-            generalized_causal_mask_mod(batch.document_ids_L, batch.segment_ids_L, batch.noised_L),
-            batch.seq_len, attention, device,
+            generalized_causal_mask_mod(
+                batch.document_ids_L[order_R], batch.segment_ids_L[order_R],
+                batch.noised_L[order_R], position_L=order_R,
+            ),
+            layout.rows, attention, device,
         )  # fmt: skip
 
-        text_LD = self.llm.embed_tokens(batch.text_ids_N)
-        x_LD = text_LD.new_zeros(batch.seq_len, text_LD.shape[-1])
-        x_LD = x_LD.index_put((batch.text_index_N,), text_LD)
+        text_rows_N = layout.rows_of(batch.text_index_N)
+        real_N = text_rows_N >= 0  # padding is text in the contract; it gets no row
+        text_RD = self.llm.embed_tokens(batch.text_ids_N[real_N])
+        x_RD = text_RD.new_zeros(layout.rows, text_RD.shape[-1])
+        x_RD = x_RD.index_put((text_rows_N[real_N],), text_RD)
 
-        vit_LD = self.embed_vit(
+        vit_PD = self.embed_vit(
             batch.vit_patches_PD, batch.vit_position_ids_P, batch.vit_seqlens_V, attention
         )
-        x_LD = x_LD.index_put((batch.vit_index_P,), vit_LD.to(x_LD.dtype))
+        x_RD = x_RD.index_put((layout.rows_of(batch.vit_index_P),), vit_PD.to(x_RD.dtype))
 
         latents = self._latents(batch, noise_MC)
         t_M = latents.t_M[:, None]
         noised_MC = (1 - t_M) * latents.clean_MC + t_M * latents.noise_MC
-        latent_LD = self.embed_latents(
+        latent_MD = self.embed_latents(
             noised_MC, latents.t_I, latents.image_M, batch.latent_position_ids_M
         )
-        x_LD = x_LD.index_put((batch.vae_index_M,), latent_LD.to(x_LD.dtype))
+        x_RD = x_RD.index_put((layout.rows_of(batch.vae_index_M),), latent_MD.to(x_RD.dtype))
 
-        routing = ExpertRouting.from_expert_ids(batch.expert_ids_L)
-        return self.llm(x_LD, routing, batch.position_ids_L, seq_mask), latents
+        routing = ExpertRouting.contiguous(layout.sizes_E)
+        hidden_RD = self.llm(x_RD, routing, batch.position_ids_L[order_R], seq_mask)
+        return layout.to_sequence(hidden_RD, batch.seq_len), latents
 
     # --- the embedders of the image token kinds (shared by training and inference) ------------
     def embed_vit(
