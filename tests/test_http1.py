@@ -291,3 +291,23 @@ def test_tls_with_a_trusted_and_an_untrusted_certificate() -> None:
 def test_only_http_urls() -> None:
     with pytest.raises(ValueError, match="not an http"):
         HTTP1Client("ftp://example.com/x", headers={}, timeout_s=1)
+
+
+def test_json_bytes_holds_only_its_text() -> None:
+    """A request body is held for the whole request: it must not carry orjson's growth buffer."""
+    import tracemalloc
+
+    import orjson
+
+    from ops.engine.transport import json_bytes
+
+    obj = {"model": "m", "messages": [{"role": "user", "content": "a caption, " * 400}]}
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        body = json_bytes(obj)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert orjson.loads(body) == obj
+    assert held < len(body) + 1024, (held, len(body))

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import orjson
 
+from ops.engine.transport import json_bytes
 from ops.protocol import LLMRequest, LLMResponse
 
 CACHE_FILE = "responses.sqlite"
@@ -53,7 +54,7 @@ def request_key(backend: str, model: str, request: LLMRequest) -> bytes:
 
 def encode_response(response: LLMResponse) -> bytes:
     """A response as the cache stores it (and the batch store, ``ops.engine.batch_store``)."""
-    return orjson.dumps(
+    return json_bytes(
         (
             response.text,
             response.finish_reason,

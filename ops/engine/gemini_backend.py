@@ -43,7 +43,7 @@ from ops.engine.errors import (
     classify_status,
     parse_retry_after,
 )
-from ops.engine.transport import JSONPost, env_proxy
+from ops.engine.transport import JSONPost, env_proxy, json_bytes
 from ops.protocol import FinishReason, LLMRequest, LLMResponse
 
 GEMINI_URL = "https://generativelanguage.googleapis.com"
@@ -202,7 +202,7 @@ class GeminiBackend:
     async def complete(self, request: LLMRequest) -> LLMResponse:
         if self._post is None:
             return await self._complete_sdk(request)
-        answer = await self._post.post(orjson.dumps(request_body(request, self.budget, self.model)))
+        answer = await self._post.post(json_bytes(request_body(request, self.budget, self.model)))
         if answer.status != 200:
             try:
                 error = orjson.loads(answer.body)

@@ -37,6 +37,7 @@ from ops.engine.gemini_backend import (
     sdk_client,
     thinking_budget,
 )
+from ops.engine.transport import json_bytes
 from ops.protocol import LLMRequest
 
 # No request count per batch is documented; the input file may hold up to 2 GB.
@@ -65,7 +66,7 @@ class GeminiBatchAPI:
 
     def line(self, custom_id: str, request: LLMRequest) -> bytes:
         body = request_body(request, self.budget, self.model)
-        return orjson.dumps({"key": custom_id, "request": body})
+        return json_bytes({"key": custom_id, "request": body})
 
     def _sdk(self) -> Any:
         if self._client is None:  # inside the running loop

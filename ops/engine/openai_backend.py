@@ -21,7 +21,7 @@ import orjson
 
 from ops.engine.config import EngineConfig
 from ops.engine.errors import TransientError, classify_status, parse_retry_after
-from ops.engine.transport import JSONPost
+from ops.engine.transport import JSONPost, json_bytes
 from ops.protocol import FinishReason, LLMRequest, LLMResponse
 
 OPENAI_URL = "https://api.openai.com/v1"
@@ -83,7 +83,7 @@ class OpenAIBackend:
     async def complete(self, request: LLMRequest) -> LLMResponse:
         if self._sdk is not None:
             return await self._complete_sdk(request)
-        answer = await self._post.post(orjson.dumps(request_body(self.model, request)))
+        answer = await self._post.post(json_bytes(request_body(self.model, request)))
         if answer.status != 200:
             raise classify_status(
                 answer.status,

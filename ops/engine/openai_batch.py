@@ -39,6 +39,7 @@ from ops.engine.errors import (
     parse_retry_after,
 )
 from ops.engine.openai_backend import OPENAI_URL, completion_response, request_body
+from ops.engine.transport import json_bytes
 from ops.protocol import LLMRequest
 
 ENDPOINT: Final = "/v1/chat/completions"
@@ -72,9 +73,7 @@ class OpenAIBatchAPI:
 
     def line(self, custom_id: str, request: LLMRequest) -> bytes:
         body = request_body(self.model, request)
-        return orjson.dumps(
-            {"custom_id": custom_id, "method": "POST", "url": ENDPOINT, "body": body}
-        )
+        return json_bytes({"custom_id": custom_id, "method": "POST", "url": ENDPOINT, "body": body})
 
     async def submit(self, label: str, body: bytes) -> str:
         async with self._translated("POST /files", submitting=True):
