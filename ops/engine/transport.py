@@ -30,10 +30,10 @@ if TYPE_CHECKING:
 def json_bytes(obj: object) -> bytes:
     """``obj`` as compact JSON, in a bytes object of its own size.
 
-    orjson returns its output in the buffer it grew while writing, about ten times the text
-    (a 4.5 kB request body holds 65 kB); bodies live for a whole request and cached answers
-    until the writer thread commits them, and at concurrency 256 the slack was ~13 MB of peak
-    RSS (bench/results/bench_ops_validation.md)."""
+    orjson returns its output in the buffer it grew while writing, several times the text.
+    Request bodies live for a whole request and cached answers until the writer thread commits
+    them, so that slack is what broke the peak-RSS target at concurrency 256
+    (bench/results/bench_ops_validation.md)."""
     return bytes(memoryview(orjson.dumps(obj)))
 
 
