@@ -4,8 +4,9 @@
 ``dataset_features()`` turns it into ``datasets.Features`` (images are ``Image()``, so viewers
 display them), and ``arrow_schema()`` into the Parquet schema with that feature metadata
 embedded, so ``datasets.load_dataset("parquet", ...)`` restores the image columns. The Arrow
-side is converted here without importing ``datasets`` (~0.9 s and 25 MB), which a writer on the
-hot start-up path of a run does not need; a test checks it equals ``datasets``' own conversion.
+side is converted here without importing ``datasets``, whose import would take most of a run's
+start-up budget (bench/results/bench_ops.md); a test checks it equals ``datasets``' own
+conversion.
 """
 
 from __future__ import annotations
