@@ -5,7 +5,7 @@
 display them), and ``arrow_schema()`` into the Parquet schema with that feature metadata
 embedded, so ``datasets.load_dataset("parquet", ...)`` restores the image columns. The Arrow
 side is converted here without importing ``datasets``, whose import would take most of a run's
-start-up budget (bench/results/bench_ops.md); a test checks it equals ``datasets``' own
+start-up and memory budget (bench/results/bench_ops.md); a test checks it equals ``datasets``' own
 conversion.
 """
 
