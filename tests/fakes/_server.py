@@ -17,8 +17,10 @@ engine benchmark compares the engine with a bare loop so, rather than by luck of
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import hashlib
+import importlib
 import random
 import socket
 import threading
@@ -27,7 +29,8 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from pathlib import Path
+from typing import Literal, TypeVar
 
 from aiohttp import web
 
@@ -213,3 +216,52 @@ class FakeServer(ABC):
     def reset_log(self) -> None:
         self.log.clear()
         self.count = 0
+
+
+S = TypeVar("S", bound=FakeServer)
+
+
+def serve_from_command_line(
+    server_class: type[S], description: str, address: Callable[[S], str]
+) -> None:
+    """Run a fake in its own process (bench/bench_ops.py does): print its address, serve until
+    interrupted."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--latency", type=float, default=0.2)
+    parser.add_argument("--share-429", type=float, default=0.0)
+    parser.add_argument("--retry-after", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--keyed-faults",
+        action="store_true",
+        help="the same request meets the same faults in every client (see FaultPlan.keyed)",
+    )
+    parser.add_argument(
+        "--answer", default="", help="module:function mapping a FakeRequest to the answer text"
+    )
+    parser.add_argument(
+        "--answer-table", type=Path, help="JSON {sha256(prompt): answer} served before --answer"
+    )
+    args = parser.parse_args()
+    plan = FaultPlan(
+        share={"429": args.share_429},
+        retry_after_s=args.retry_after,
+        seed=args.seed,
+        keyed=args.keyed_faults,
+    )
+    answer: AnswerFn = echo_answer
+    if args.answer:
+        module, _, function = args.answer.partition(":")
+        answer = getattr(importlib.import_module(module), function)
+    if args.answer_table:
+        from tests.fakes.answers import AnswerTable
+
+        answer = AnswerTable.load(args.answer_table, answer)
+    server = server_class(answer, latency_s=args.latency, faults=plan, log_requests=False)
+    server.start()
+    print(address(server), flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.stop()

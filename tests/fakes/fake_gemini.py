@@ -23,11 +23,8 @@ What it models, as Google's servers behave:
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import importlib
 import time
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -38,10 +35,9 @@ from tests.fakes._server import (
     FakeRequest,
     FakeServer,
     Fault,
-    FaultPlan,
     LoggedRequest,
     count_tokens,
-    echo_answer,
+    serve_from_command_line,
 )
 from tests.fakes.batches import BatchBook, FakeBatch
 
@@ -419,49 +415,14 @@ def _messages(body: dict[str, object]) -> list[tuple[str, str]]:
     messages: list[tuple[str, str]] = []
     if isinstance(system, dict):
         messages.append(("system", "".join(p.get("text", "") for p in system["parts"])))
-    for content in body["contents"]:  # type: ignore[attr-defined]
+    for content in body["contents"]:
         role = "assistant" if content.get("role") == "model" else "user"
         messages.append((role, "".join(p.get("text", "") for p in content["parts"])))
     return messages
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--latency", type=float, default=0.2)
-    parser.add_argument("--share-429", type=float, default=0.0)
-    parser.add_argument("--retry-after", type=float, default=1.0)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--keyed-faults", action="store_true", help="see FaultPlan.keyed")
-    parser.add_argument("--answer", default="", help="module:function, FakeRequest -> text")
-    parser.add_argument("--answer-table", type=Path, help="JSON {sha256(prompt): answer}")
-    args = parser.parse_args()
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
-    plan = FaultPlan(
-        share={"429": args.share_429},
-        retry_after_s=args.retry_after,
-        seed=args.seed,
-        keyed=args.keyed_faults,
-    )
-    answer = echo_answer
-    if args.answer:
-        module, _, function = args.answer.partition(":")
-        answer = getattr(importlib.import_module(module), function)
-    if args.answer_table:
-        from tests.fakes.answers import AnswerTable
-
-        answer = AnswerTable.load(args.answer_table, answer)
-    server = FakeGemini(answer, latency_s=args.latency, faults=plan, log_requests=False).start()
-    print(server.url, flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        server.stop()
+    serve_from_command_line(FakeGemini, __doc__.splitlines()[0], lambda s: s.url)
 
 
 if __name__ == "__main__":

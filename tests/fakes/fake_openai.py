@@ -13,11 +13,8 @@ in its own process so its CPU is not charged to the client::
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import itertools
 import time
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -28,10 +25,9 @@ from tests.fakes._server import (
     FakeRequest,
     FakeServer,
     Fault,
-    FaultPlan,
     LoggedRequest,
     count_tokens,
-    echo_answer,
+    serve_from_command_line,
 )
 from tests.fakes.batches import BatchBook, FakeBatch
 
@@ -304,50 +300,7 @@ def _error(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--latency", type=float, default=0.2)
-    parser.add_argument("--share-429", type=float, default=0.0)
-    parser.add_argument("--retry-after", type=float, default=1.0)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--keyed-faults",
-        action="store_true",
-        help="the same request meets the same faults in every client (see FaultPlan.keyed)",
-    )
-    parser.add_argument(
-        "--answer", default="", help="module:function mapping a FakeRequest to the answer text"
-    )
-    parser.add_argument(
-        "--answer-table", type=Path, help="JSON {sha256(prompt): answer} served before --answer"
-    )
-    args = parser.parse_args()
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
-    plan = FaultPlan(
-        share={"429": args.share_429},
-        retry_after_s=args.retry_after,
-        seed=args.seed,
-        keyed=args.keyed_faults,
-    )
-    answer = echo_answer
-    if args.answer:
-        module, _, function = args.answer.partition(":")
-        answer = getattr(importlib.import_module(module), function)
-    if args.answer_table:
-        from tests.fakes.answers import AnswerTable
-
-        answer = AnswerTable.load(args.answer_table, answer)
-    server = FakeOpenAI(answer, latency_s=args.latency, faults=plan, log_requests=False).start()
-    print(server.base_url, flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        server.stop()
+    serve_from_command_line(FakeOpenAI, __doc__.splitlines()[0], lambda s: s.base_url)
 
 
 if __name__ == "__main__":
