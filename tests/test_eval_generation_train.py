@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from tests.eval_support import one_torch_thread  # noqa: F401  (autouse fixture)
-from tests.train_fixtures import write_stage_c_shards
+from tests.train_fixtures import eval_config, write_stage_c_shards
 from train.config import TrainConfig
 from train.data.sampling import held_out
 from train.loop import train
@@ -28,15 +27,7 @@ GENERATION = {"per_task": 1, "every": 4, "mode": "image", "max_tokens": 4, "imag
 
 
 def _config(tmp: Path, name: str, **changes: object) -> Path:
-    raw = yaml.safe_load((ROOT / "train/configs/tiny.yaml").read_text())
-    raw["data"]["overrides"] = {"pack_tokens": 512, "max_dialogue_tokens": 512, "holdout": HOLDOUT}
-    raw["checkpoint"] = {"every": STEPS, "keep": 1}
-    raw["log"] = {"tensorboard": False, "progress": False}
-    raw["max_steps"] = STEPS
-    raw.update(changes)
-    path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
+    return eval_config(tmp, name, holdout=HOLDOUT, steps=STEPS, **changes)
 
 
 def _rows(out: Path) -> list[dict[str, Any]]:

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from synth.shards import iter_samples
-from tests.train_fixtures import write_stage_c_shards
+from tests.train_fixtures import eval_config, write_stage_c_shards
 from train.config import TrainConfig
 from train.data import DataConfig, PackedLoader, default_tokenizer_path, load_tokenizer
 from train.data.sampling import held_out
@@ -41,15 +41,7 @@ def held(shards: Path) -> set[str]:
 
 
 def _config(tmp: Path, name: str, **changes: object) -> Path:
-    raw = yaml.safe_load((ROOT / "train/configs/tiny.yaml").read_text())
-    raw["data"]["overrides"] = {"pack_tokens": 512, "max_dialogue_tokens": 512, "holdout": HOLDOUT}
-    raw["checkpoint"] = {"every": STEPS, "keep": 1}
-    raw["log"] = {"tensorboard": False, "progress": False}
-    raw["max_steps"] = STEPS
-    raw.update(changes)
-    path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
+    return eval_config(tmp, name, holdout=HOLDOUT, steps=STEPS, **changes)
 
 
 def test_held_out_split_is_a_stable_fraction_of_ids() -> None:

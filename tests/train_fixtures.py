@@ -66,3 +66,17 @@ def train_tiny_run(tmp: Path, data: Path) -> Path:
     assert result.returncode == 0, result.stderr[-4000:]
     assert (out / "ckpt" / "step-0000002" / "COMPLETE").is_file()
     return out
+
+
+def eval_config(tmp: Path, name: str, *, holdout: float, steps: int, **changes: object) -> Path:
+    """A tiny training config that holds out ``holdout`` of the ids and checkpoints at its last
+    step, written to ``tmp/<name>.yaml``; ``changes`` replace top-level sections."""
+    raw = yaml.safe_load((ROOT / "train/configs/tiny.yaml").read_text())
+    raw["data"]["overrides"] = {"pack_tokens": 512, "max_dialogue_tokens": 512, "holdout": holdout}
+    raw["checkpoint"] = {"every": steps, "keep": 1}
+    raw["log"] = {"tensorboard": False, "progress": False}
+    raw["max_steps"] = steps
+    raw.update(changes)
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
